@@ -1,0 +1,34 @@
+# DoctorKit: `make quickstart` trains the embedded tiny model offline and chats with it; `make test` runs the suite.
+# Both create .venv if it is missing and install the project into it.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.doctorkit-installed
+# torch is installed first, only when the venv has none: CPU machines here get the 2.13.0 wheel on disk;
+# on a GPU machine install your CUDA build of torch into .venv first (or set TORCH_SPEC) and it is kept.
+TORCH_SPEC ?= torch==2.13.0
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup quickstart test test-fast clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[test]"
+	@touch $@
+
+setup: $(STAMP)
+
+quickstart: setup
+	$(BIN)/python -m doctorkit.train recipes/quickstart.yaml
+	$(BIN)/python -m doctorkit.chat runs/quickstart --prompt "医生您好，我最近一周头痛，该怎么办？"
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow and not browser"
+
+clean:
+	rm -rf runs build *.egg-info

@@ -1,0 +1,237 @@
+"""Recipes: YAML files validated against a typed schema, with `--set dotted.key=value` overrides.
+
+Every key of every section is declared here with its default; recipes/README.md documents them.
+A typo gets a one-line error naming the file, the key and the nearest valid key; a wrong type names
+the expected type. pydantic does the validation; we only turn its errors into sentences.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import typing
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from doctorkit.errors import DoctorKitError
+
+
+class Section(BaseModel):
+    # forbid: an unknown key is an error, never silently ignored.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class CsvColumns(Section):
+    user: str = "question"          # column holding the patient's message
+    assistant: str = "answer"       # column holding the doctor's reply
+    system: Optional[str] = None    # optional column with a per-row system prompt
+    id: Optional[str] = None        # optional column kept as the record id
+
+
+class DataConfig(Section):
+    path: Union[str, list[str]] = "data/sample_zh.jsonl"   # file(s): .jsonl, .json or .csv
+    format: Literal["auto", "messages", "sharegpt", "alpaca", "csv"] = "auto"
+    encoding: str = "auto"           # "auto" detects (UTF-8, GB18030, ...) or name one, e.g. gb18030
+    columns: CsvColumns = Field(default_factory=CsvColumns)  # CSV only: which column is which
+    system_prompt: Optional[str] = None    # added to conversations that carry no system turn
+    val_path: Optional[str] = None   # validation file; overrides val_ratio
+    val_ratio: float = 0.0           # share of the data held out for validation when no val_path
+    max_samples: Optional[int] = None      # use only the first N valid samples (quick trials)
+    on_error: Literal["skip", "fail"] = "skip"   # malformed line: skip and count, or stop
+    overlong: Literal["truncate", "skip"] = "truncate"  # sample longer than train.max_seq_len
+    train_on: Literal["all_turns", "last_turn"] = "all_turns"  # which assistant turns carry loss
+    packing: bool = False            # pack samples into max_seq_len rows, padding-free (faster)
+    group_by_length: bool = True     # without packing: batch similar lengths to cut padding
+    knowledge: Optional[str] = None  # knowledge-base JSONL: ground prompts as chat and demo do
+
+
+class TrainConfig(Section):
+    max_steps: int = -1              # -1: run `epochs` epochs instead
+    epochs: float = 1.0
+    max_seq_len: int = 1024          # tokens per sample (or per packed row)
+    batch_size: int = 1              # per device
+    grad_accum: int = 1              # effective batch = batch_size x grad_accum x GPUs
+    learning_rate: float = 2e-4
+    lr_scheduler: str = "cosine"     # any transformers scheduler name: linear, cosine, constant, ...
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    optimizer: str = "adamw_torch"   # adamw_torch | adamw_8bit | paged_adamw_8bit | paged_adamw_32bit
+    logging_steps: int = 10
+    save_steps: int = 200            # checkpoint every N steps (resume with --resume)
+    save_total_limit: int = 2        # keep the newest N checkpoints
+    eval_steps: Optional[int] = None  # evaluate every N steps (default: at the end only)
+    num_workers: int = 0             # dataloader worker processes
+
+
+class LoraConfig(Section):
+    r: int = 16                      # rank: higher fits more, costs memory
+    alpha: int = 32                  # scaling numerator (alpha / r, or alpha / sqrt(r) with rslora)
+    dropout: float = 0.05
+    target_modules: Union[Literal["all-linear"], list[str]] = "all-linear"
+    use_dora: bool = False           # weight-decomposed LoRA: a little better, slower
+    use_rslora: bool = False         # rank-stabilized scaling: helps at high rank
+
+
+class QuantizationConfig(Section):
+    bits: Literal[4, 8] = 4
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = True        # quantize the quantization constants too (~0.4 bit/param saved)
+    compute_dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+
+
+class PtuningConfig(Section):
+    pre_seq_len: int = 128           # prefix length: trainable key/value positions in every layer
+    prefix_projection: bool = False  # reparameterize through an MLP (x30 trainable params on 6B)
+    prefix_hidden_size: int = 512    # MLP width when prefix_projection is on
+    quantization_bits: Optional[Literal[4, 8]] = None  # frozen base in 4 or 8 bit
+
+
+class DpoConfig(Section):
+    beta: float = 0.1
+    loss_type: str = "sigmoid"       # sigmoid | ipo | hinge | ... (TRL loss names)
+    from_run: Optional[str] = None   # SFT run directory to continue from (its adapter = reference)
+    rounds: int = 1
+    round_data: list[str] = Field(default_factory=list)  # optional fresh data per round
+    max_prompt_len: int = 512
+
+
+class EvalConfig(Section):
+    data: Optional[str] = None       # evaluate after training on this file
+    task: Literal["dialog", "mcq"] = "dialog"
+    max_samples: Optional[int] = 200
+    max_new_tokens: int = 256
+    base: bool = False               # also evaluate the base model and print the difference
+
+
+class Recipe(Section):
+    model: str = "builtin:tiny"      # hub id, local folder, or builtin:tiny (offline test model)
+    method: Literal["lora", "qlora", "ptuning", "dpo"] = "lora"
+    output_dir: str = "runs/run"
+    seed: int = 42
+    dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"   # auto: bf16 if supported, fp16, fp32 on CPU
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
+    gradient_checkpointing: bool = False
+    trust_remote_code: bool = False  # only for models that ship their own code (ChatGLM3 and older)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    quantization: QuantizationConfig = Field(default_factory=QuantizationConfig)
+    ptuning: PtuningConfig = Field(default_factory=PtuningConfig)
+    dpo: DpoConfig = Field(default_factory=DpoConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+
+# ---------------------------------------------------------------- loading ---
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise DoctorKitError(f"{path}: recipe file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise DoctorKitError(f"{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise DoctorKitError(f"{path}: a recipe is a mapping of keys to values, got {type(raw).__name__}")
+    return raw
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """`a.b=c` sets raw['a']['b'] to c parsed as YAML (so 10 is an int, true a bool, [x,y] a list)."""
+    for item in overrides or []:
+        if "=" not in item:
+            raise DoctorKitError(f"--set {item}: expected dotted.key=value")
+        key, text = item.split("=", 1)
+        value = yaml.safe_load(text) if text.strip() else ""
+        node = raw
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[parts[-1]] = value
+    return raw
+
+
+def _section_at(schema: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The Section class that holds the key at `loc` (for naming valid neighbours)."""
+    model = schema
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return None
+        sub = _section_in(field.annotation)
+        if sub is None:
+            return None
+        model = sub
+    return model
+
+
+def _section_in(annotation) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _section_in(arg)
+        if found:
+            return found
+    return None
+
+
+def _describe(annotation) -> str:
+    text = str(annotation).replace("typing.", "")
+    return getattr(annotation, "__name__", text) if not typing.get_args(annotation) else text
+
+
+def format_validation_error(err: ValidationError, source: str, schema: type[BaseModel]) -> str:
+    first = err.errors()[0]
+    loc = tuple(p for p in first["loc"] if isinstance(p, str))
+    dotted = ".".join(loc) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        section = _section_at(schema, loc)
+        valid = sorted(section.model_fields) if section else []
+        near = difflib.get_close_matches(loc[-1], valid, n=1, cutoff=0.4)
+        hint = f"did you mean '{'.'.join(loc[:-1] + (near[0],))}'?" if near else f"valid keys: {', '.join(valid)}"
+        return f"{source}: unknown key '{dotted}' ({hint})"
+    section = _section_at(schema, loc)
+    field = section.model_fields.get(loc[-1]) if section and loc else None
+    expected = _describe(field.annotation) if field else "?"
+    got = first.get("input")
+    return f"{source}: key '{dotted}' expects {expected}, got {got!r} ({first['msg']})"
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None, schema: type[BaseModel] = Recipe):
+    """Read, override and validate a recipe. Raises DoctorKitError with a one-line message."""
+    raw = apply_overrides(read_yaml(path), overrides or [])
+    try:
+        return schema.model_validate(raw)
+    except ValidationError as err:
+        source = str(path) + (" (with --set)" if overrides else "")
+        raise DoctorKitError(format_validation_error(err, source, schema)) from None
+
+
+def save_recipe(recipe: BaseModel, path: str | Path) -> None:
+    data = recipe.model_dump(mode="json")
+    Path(path).write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+
+
+def recipe_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The recipe positional and --set overrides, identical for every recipe-driven command."""
+    parser.add_argument("recipe", help="recipe YAML file (see recipes/README.md)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe key, e.g. --set train.max_steps=100 (repeatable)")
+    return parser
+
+
+def recipe_from_args(args: argparse.Namespace, schema: type[BaseModel] = Recipe):
+    return load_recipe(args.recipe, args.overrides, schema)
+
+
+def dump_defaults(schema: type[BaseModel] = Recipe) -> dict[str, Any]:
+    return schema().model_dump(mode="json")
