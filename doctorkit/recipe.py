@@ -90,12 +90,13 @@ class PtuningConfig(Section):
 
 
 class DpoConfig(Section):
-    beta: float = 0.1
-    loss_type: str = "sigmoid"       # sigmoid | ipo | hinge | ... (TRL loss names)
+    beta: float = 0.1                # strength of the pull back to the reference model (higher: stay closer)
+    loss_type: str = "sigmoid"       # sigmoid | ipo | hinge | robust | ... (TRL DPOConfig.loss_type names)
     from_run: Optional[str] = None   # SFT run directory to continue from (its adapter = reference)
-    rounds: int = 1
-    round_data: list[str] = Field(default_factory=list)  # optional fresh data per round
-    max_prompt_len: int = 512
+    base_method: Literal["lora", "qlora"] = "lora"  # without from_run: fresh adapter on a 16-bit or 4-bit base
+    rounds: int = 1                  # repeat DPO, each round starting from (and referenced to) the last one
+    round_data: list[str] = Field(default_factory=list)  # optional fresh data per round after the first
+    max_prompt_len: int = 512        # pairs whose prompt is longer (tokens) are skipped and counted
 
 
 class EvalConfig(Section):

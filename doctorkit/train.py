@@ -125,6 +125,10 @@ def train(recipe, resume: bool = False, overwrite: bool = False) -> Path:
     from doctorkit.model import load_model_and_tokenizer
     from doctorkit.plots import plot_losses
 
+    if recipe.method == "dpo":  # preference stage: own data and trainer, same run directory (doctorkit/dpo.py)
+        from doctorkit.dpo import train_dpo
+        return train_dpo(recipe, resume=resume, overwrite=overwrite)
+
     run_dir = Path(recipe.output_dir)
     checkpoint = prepare_run_dir(run_dir, resume, overwrite)
     set_seed(recipe.seed)

@@ -15,6 +15,7 @@ from doctorkit.errors import DoctorKitError
 
 METHODS = {
     "lora": "doctorkit.methods.lora",
+    "dpo": "doctorkit.methods.dpo",
 }
 
 

@@ -1,0 +1,260 @@
+"""Preference alignment: `python -m doctorkit.train recipes/dpo.yaml` with `method: dpo` runs TRL's DPOTrainer.
+
+recipe -> preference pairs -> base model (+ the SFT run's adapter) -> DPOTrainer, for dpo.rounds rounds -> run dir.
+
+Which model is the reference. DPO scores the policy against the model it starts from. We always hand
+DPOTrainer a PeftModel whose trainable "default" adapter is the starting point (the SFT run's adapter, the
+previous round's, or a fresh zero-update adapter); TRL 1.16 then copies it into a frozen "ref" adapter and
+computes reference log-probs with "ref" active (DPOTrainer.__init__, "re-training an existing adapter").
+So the reference is exactly the SFT model. Passing the base model with a peft_config instead would make TRL
+use the adapter-disabled model, i.e. the BASE, as reference. We prefer the frozen copy to merging the SFT
+adapter into the base and adding a new one because a 4-bit (QLoRA) base cannot take a lossless merge, and
+because the result stays a single adapter on the original base: every later tool loads it like a LoRA run,
+and rounds chain by loading the previous round's adapter. The price is one extra LoRA forward per step.
+
+Run directory as for SFT; with rounds > 1 each finished round's adapter and metrics also stay in
+rounds/round-K/ (the next round starts from it, and --resume skips it).
+"""
+from __future__ import annotations
+
+import gc
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from doctorkit.errors import DoctorKitError
+from doctorkit.rundir import ADAPTER, CHECKPOINTS, LOSS_PNG, METRICS, RECIPE, TB, TOKENIZER, write_metrics
+
+ROUNDS = "rounds"
+
+
+def resolve_from_run(recipe):
+    """With dpo.from_run, the base model, adapter shape and quantization are the SFT run's; record them."""
+    from doctorkit.rundir import read_run_recipe
+
+    sft_dir = recipe.dpo.from_run
+    if not sft_dir:
+        return recipe
+    sft = read_run_recipe(sft_dir)
+    if sft.method not in ("lora", "qlora", "dpo"):
+        raise DoctorKitError(f"dpo.from_run: {sft_dir} is a {sft.method} run; DPO continues LoRA or QLoRA adapters")
+    if "model" in recipe.model_fields_set and recipe.model != sft.model:
+        raise DoctorKitError(f"dpo.from_run: {sft_dir} was trained on '{sft.model}' but this recipe names model "
+                             f"'{recipe.model}'; remove `model` or make them match")
+    base_method = sft.dpo.base_method if sft.method == "dpo" else sft.method
+    return recipe.model_copy(update={"model": sft.model, "lora": sft.lora, "quantization": sft.quantization,
+                                     "dpo": recipe.dpo.model_copy(update={"base_method": base_method})})
+
+
+def round_data_path(recipe, k: int) -> str | None:
+    """Round k (1-based) reads dpo.round_data[k-2] when given, else data.path (None)."""
+    extra = recipe.dpo.round_data
+    return extra[k - 2] if k >= 2 and k - 2 < len(extra) else None
+
+
+def dpo_args(recipe, run_dir: Path, k: int, has_eval: bool, dtype: torch.dtype):
+    from trl import DPOConfig
+
+    t, on_gpu = recipe.train, torch.cuda.is_available()
+    return DPOConfig(
+        output_dir=str(run_dir / CHECKPOINTS / f"round-{k}"),
+        max_steps=t.max_steps, num_train_epochs=t.epochs,
+        per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler, warmup_steps=t.warmup_ratio,
+        weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, optim=t.optimizer,
+        logging_steps=t.logging_steps, logging_first_step=True,
+        save_strategy="steps", save_steps=t.save_steps, save_total_limit=t.save_total_limit,
+        eval_strategy=("steps" if t.eval_steps else "no") if has_eval else "no", eval_steps=t.eval_steps,
+        # DPOConfig defaults bf16 and gradient checkpointing on; the recipe decides both, as for SFT
+        bf16=on_gpu and dtype == torch.bfloat16, fp16=on_gpu and dtype == torch.float16, use_cpu=not on_gpu,
+        gradient_checkpointing=recipe.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if recipe.gradient_checkpointing else None,
+        max_length=t.max_seq_len,
+        beta=recipe.dpo.beta, loss_type=[recipe.dpo.loss_type],
+        dataloader_num_workers=t.num_workers,
+        report_to=["tensorboard"], seed=recipe.seed, data_seed=recipe.seed,
+        ddp_find_unused_parameters=False,
+    )
+
+
+def build_trainer(recipe, run_dir: Path, k: int, start_adapter: Path | None, data, tokenizer):
+    """The DPOTrainer of round k: policy = start adapter (trainable), reference = its frozen copy."""
+    from trl import DPOTrainer
+
+    from doctorkit.methods import get_method
+    from doctorkit.model import load_model_and_tokenizer
+
+    method = get_method("dpo")
+    model, _ = load_model_and_tokenizer(recipe, extra_kwargs=method.load_kwargs(recipe))
+    if start_adapter is None:
+        model = method.wrap(model, recipe)
+    else:
+        model = method.continue_adapter(model, start_adapter, recipe)
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / TB / f"round-{k}")
+    trainer = DPOTrainer(model=model, args=dpo_args(recipe, run_dir, k, data.eval is not None, model.dtype),
+                         train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer)
+    if "ref" not in trainer.model.peft_config:  # our reference guarantee rests on TRL making this copy
+        raise RuntimeError("TRL did not create the frozen 'ref' adapter; the reference would be the base model")
+    return trainer
+
+
+def round_metrics(trainer, report, runtime: float, k: int, data_source: str) -> dict:
+    from doctorkit.train import collect_metrics
+
+    metrics = collect_metrics(trainer, report, runtime, trainer.model)
+    history = metrics["log_history"]
+    for key, name in (("rewards/accuracies", "reward_accuracy"), ("rewards/margins", "reward_margin")):
+        values = [h[key] for h in history if key in h]
+        metrics[f"{name}_first"] = values[0] if values else None
+        metrics[f"{name}_last"] = values[-1] if values else None
+    evals = [h for h in history if "eval_rewards/accuracies" in h]
+    metrics["eval_reward_accuracy"] = evals[-1]["eval_rewards/accuracies"] if evals else None
+    return {"round": k, "data": data_source, **metrics}
+
+
+def combined_history(rounds: list[dict]) -> list[dict]:
+    """All rounds' log entries on one step axis, each tagged with its round (for loss.png and TensorBoard-less reading)."""
+    out, offset = [], 0
+    for r in rounds:
+        for h in r["log_history"]:
+            out.append({**h, "round": r["round"], "step": h.get("step", 0) + offset})
+        offset += r["global_step"]
+    return out
+
+
+def summarize(rounds: list[dict]) -> dict:
+    """metrics.json: the SFT keys (first/last over all rounds), reward series per logging step, and each round."""
+    first, last = rounds[0], rounds[-1]
+    history = combined_history(rounds)
+    steps = [{"round": h["round"], "step": h["step"], "loss": h["loss"], "reward_margin": h.get("rewards/margins"),
+              "reward_accuracy": h.get("rewards/accuracies")} for h in history if "loss" in h]
+    return {**{k: v for k, v in last.items() if k not in ("round", "data", "log_history")},
+            "train_loss_first": first["train_loss_first"], "reward_accuracy_first": first["reward_accuracy_first"],
+            "reward_margin_first": first["reward_margin_first"],
+            "global_step": sum(r["global_step"] for r in rounds),
+            "runtime_s": round(sum(r["runtime_s"] for r in rounds), 3),
+            "rounds": rounds, "dpo_steps": steps, "log_history": history}
+
+
+def plot_dpo(history: list[dict], path: Path, title: str = "") -> None:
+    """loss.png for DPO: loss on top, reward margin and accuracy below; dashed lines mark new rounds."""
+    from doctorkit.plots import plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), dpi=110, sharex=True)
+    train = [(h["step"], h["loss"]) for h in history if "loss" in h]
+    evals = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
+    margins = [(h["step"], h["rewards/margins"]) for h in history if "rewards/margins" in h]
+    accuracy = [(h["step"], h["rewards/accuracies"]) for h in history if "rewards/accuracies" in h]
+    if train:
+        top.plot(*zip(*train), label="DPO loss", color="#1f77b4")
+    if evals:
+        top.plot(*zip(*evals), "o-", label="eval loss", color="#d62728")
+    top.set_ylabel("loss")
+    top.set_title(title, fontsize=9)
+    if margins:
+        bottom.plot(*zip(*margins), label="reward margin (chosen - rejected)", color="#2ca02c")
+    bottom.set_ylabel("reward margin")
+    right = bottom.twinx()
+    if accuracy:
+        right.plot(*zip(*accuracy), label="reward accuracy", color="#ff7f0e")
+    right.set_ylim(-0.05, 1.05)
+    right.set_ylabel("reward accuracy")
+    later_rounds = {h["round"] for h in history if h.get("round", 1) > 1}
+    starts = [min(h["step"] for h in history if h.get("round") == r) for r in sorted(later_rounds)]
+    for ax in (top, bottom):
+        for step in starts:
+            ax.axvline(step, color="grey", linestyle="--", linewidth=0.8)
+        ax.grid(alpha=0.3)
+    bottom.set_xlabel("step (all rounds)")
+    top.legend(fontsize=8)
+    lines = bottom.get_legend_handles_labels()
+    more = right.get_legend_handles_labels()
+    bottom.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def prepare_dpo_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    from doctorkit.train import is_main_process
+
+    if resume or not run_dir.exists() or not any(run_dir.iterdir()):
+        return
+    if not overwrite:
+        raise DoctorKitError(f"{run_dir}: already holds a run; use --resume to continue it, --overwrite to "
+                             f"replace it, or --set output_dir=another/folder")
+    if is_main_process():
+        shutil.rmtree(run_dir)
+
+
+def last_checkpoint(folder: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+
+def train_dpo(recipe, resume: bool = False, overwrite: bool = False) -> Path:
+    from transformers import AutoTokenizer, set_seed
+
+    from doctorkit.data.preference import prepare_preferences
+    from doctorkit.methods import get_method
+    from doctorkit.model import load_tokenizer
+    from doctorkit.recipe import save_recipe
+    from doctorkit.rundir import read_metrics
+    from doctorkit.train import is_main_process
+
+    recipe = resolve_from_run(recipe)
+    get_method("dpo").validate(recipe)
+    run_dir = Path(recipe.output_dir)
+    prepare_dpo_run_dir(run_dir, resume, overwrite)
+    set_seed(recipe.seed)
+    sft_dir = Path(recipe.dpo.from_run) if recipe.dpo.from_run else None
+    if sft_dir and (sft_dir / TOKENIZER).is_dir():
+        tokenizer = AutoTokenizer.from_pretrained(sft_dir / TOKENIZER)  # the tokenizer the adapter was trained with
+    else:
+        tokenizer = load_tokenizer(recipe.model, recipe.trust_remote_code)
+
+    start = sft_dir / ADAPTER if sft_dir else None
+    rounds: list[dict] = []
+    for k in range(1, recipe.dpo.rounds + 1):
+        final = k == recipe.dpo.rounds
+        out_dir = run_dir if final else run_dir / ROUNDS / f"round-{k}"
+        if resume and not final and (out_dir / ADAPTER).is_dir():  # finished in an earlier invocation
+            rounds.append(read_metrics(out_dir))
+            start = out_dir / ADAPTER
+            continue
+        data = prepare_preferences(recipe, tokenizer, round_data_path(recipe, k))
+        if is_main_process():
+            print(f"DPO round {k}/{recipe.dpo.rounds}: {data.report.summary()}")
+        trainer = build_trainer(recipe, run_dir, k, start, data, tokenizer)
+        checkpoint = last_checkpoint(run_dir / CHECKPOINTS / f"round-{k}") if resume else None
+        started = time.perf_counter()
+        trainer.train(resume_from_checkpoint=checkpoint)
+        runtime = time.perf_counter() - started
+        if data.eval is not None:
+            trainer.evaluate()
+        rounds.append(round_metrics(trainer, data.report, runtime, k, data.report.source))
+        if trainer.is_world_process_zero():
+            # only the trained "default" adapter: the frozen "ref" copy is TRL's bookkeeping, not part of the model
+            trainer.model.save_pretrained(out_dir / ADAPTER, selected_adapters=["default"])
+            if not final:
+                write_metrics(out_dir, rounds[-1])
+        start = out_dir / ADAPTER
+        del trainer
+        gc.collect()
+
+    if is_main_process():
+        tokenizer.save_pretrained(run_dir / TOKENIZER)
+        save_recipe(recipe, run_dir / RECIPE)
+        metrics = summarize(rounds)
+        write_metrics(run_dir, metrics)
+        plot_dpo(metrics["log_history"], run_dir / LOSS_PNG,
+                 title=f"DPO ({recipe.dpo.loss_type}, beta {recipe.dpo.beta}) on {recipe.dpo.from_run or recipe.model}")
+        print(f"run directory: {run_dir}  (DPO loss {metrics['train_loss_first']:.3f} -> {metrics['train_loss_last']:.3f}, "
+              f"reward accuracy {metrics['reward_accuracy_first']:.2f} -> {metrics['reward_accuracy_last']:.2f}; "
+              f"{METRICS}, {LOSS_PNG}, {ADAPTER}/)")
+    return run_dir
