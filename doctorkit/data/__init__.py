@@ -18,7 +18,7 @@ from doctorkit.data.report import DataReport, percentiles
 from doctorkit.errors import DoctorKitError
 
 __all__ = ["prepare", "Prepared", "DataReport", "read_conversations", "tokenize_conversation", "render",
-           "turn_terminators", "percentiles", "IGNORE", "REASONS"]
+           "turn_terminators", "percentiles", "IGNORE", "REASONS", "run"]
 PROGRESS_FROM = 2000  # show a progress bar only when tokenizing takes long enough to wonder
 
 
@@ -111,3 +111,9 @@ def prepare(recipe, tokenizer) -> Prepared:
     report.eval_lengths = [len(r["input_ids"]) for r in eval_rows]
     report.eval_tokens = sum(report.eval_lengths)
     return Prepared(_dataset(train_rows), _dataset(eval_rows) if eval_rows else None, report)
+
+
+def run(argv: list[str] | None = None) -> None:
+    """`doctorkit data ...` (doctorkit/cli.py) lands here; the command lives in __main__.py."""
+    from doctorkit.data.__main__ import run as run_command
+    run_command(argv)
