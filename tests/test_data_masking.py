@@ -3,6 +3,8 @@
 The expected ids and labels are built independently, piece by piece, from each format's documented layout;
 the data code only ever sees the tokenizer's chat template.
 """
+import json
+
 import pytest
 
 from doctorkit.data import IGNORE, tokenize_conversation
@@ -109,3 +111,20 @@ def test_truncation_keeps_max_seq_len_tokens_and_flags_it():
     assert cut["input_ids"] == full["input_ids"][:40] and cut["labels"] == full["labels"][:40]
     assert tokenize_conversation(tokenizer, MULTI, 40, overlong="skip") == "overlong"
     assert tokenize_conversation(tokenizer, MULTI, 12) == "truncated_away"  # cut inside the first question
+
+
+def test_template_that_raises_is_counted_with_its_message(tmp_path):
+    from doctorkit.data import prepare
+    from doctorkit.errors import DoctorKitError
+    from doctorkit.recipe import Recipe
+    tokenizer = build_tokenizer("chatml")
+    tokenizer.chat_template = ("{%- if messages[0]['role'] == 'system' %}{{ raise_exception('System role not "
+                               "supported') }}{%- endif %}" + tokenizer.chat_template)
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join(json.dumps({"messages": m}) for m in [SINGLE, [SYSTEM, *SINGLE]]))
+    report = prepare(Recipe.model_validate({"data": {"path": str(path)}}), tokenizer).report
+    assert report.samples_used == 1 and report.samples_skipped == {"template": 1}
+    assert report.problems == ["chat template: System role not supported"]
+    path.write_text(json.dumps({"messages": [SYSTEM, *SINGLE]}))
+    with pytest.raises(DoctorKitError, match=r"\(template 1\); first problem: chat template: System role"):
+        prepare(Recipe.model_validate({"data": {"path": str(path)}}), tokenizer)

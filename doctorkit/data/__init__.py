@@ -9,6 +9,7 @@ import dataclasses
 import random
 
 import datasets
+from jinja2 import TemplateError
 from tqdm.auto import tqdm
 
 from doctorkit.data.checks import REASONS, check_conversation, with_system_prompt
@@ -72,7 +73,12 @@ def tokenize_all(conversations, tokenizer, recipe, report: DataReport, desc: str
     rows = []
     bar = tqdm(conversations, desc=desc, unit="conv", leave=False, disable=len(conversations) < PROGRESS_FROM)
     for messages in bar:
-        result = tokenize_conversation(tokenizer, messages, recipe.train.max_seq_len, data.train_on, data.overlong)
+        try:
+            result = tokenize_conversation(tokenizer, messages, recipe.train.max_seq_len, data.train_on,
+                                           data.overlong)
+        except TemplateError as err:  # e.g. a template that refuses system turns ("System role not supported")
+            report.skip("template", "chat template", str(err))
+            continue
         if isinstance(result, str):
             report.skip(result)
             continue
@@ -89,6 +95,9 @@ def _dataset(rows: list[dict]) -> datasets.Dataset:
 def prepare(recipe, tokenizer) -> Prepared:
     """Train and eval datasets (input_ids, labels; no padding) and the report of what was used and skipped."""
     data = recipe.data
+    if not getattr(tokenizer, "is_fast", False):  # loss masks map characters to tokens through offsets
+        raise DoctorKitError(f"model '{recipe.model}': its tokenizer has no fast (Rust) version; DoctorKit needs "
+                             f"one to place the loss on assistant replies")
     report = DataReport()
     pool = read_conversations(data, data.path, report)
     if data.max_samples is not None:
