@@ -165,3 +165,21 @@ def test_known_names_resolve():
     assert resolve_shape("Qwen/Qwen3-32B")[0].q_dim == 64 * 128
     with pytest.raises(DoctorKitError):
         find_gpu("a900")
+
+
+def test_tokens_come_from_the_data(capsys, tmp_path):
+    from doctorkit.data import prepare
+    from doctorkit.recipe import load_recipe
+    from doctorkit.tiny import build_tokenizer
+    packed = ["--set", "data.packing=true", "--set", "train.max_steps=-1"]
+    r = estimate_json(capsys, QUICK, *packed)
+    exact = prepare(load_recipe(QUICK, packed[1::2]), build_tokenizer()).report.lengths
+    assert r["tokens_per_epoch"] == sum(exact) and r["samples"] == len(exact)
+    # no tokenizer offline: characters / ratio + template tokens per message
+    rows = [{"messages": [{"role": "user", "content": "头" * 70}, {"role": "assistant", "content": "痛" * 70}]}] * 4
+    data = tmp_path / "d.jsonl"
+    data.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in rows), encoding="utf-8")
+    r = estimate_json(capsys, QUICK, *packed, "--set", "model=qwen2.5-0.5b", "--set", f"data.path={data}",
+                      "--set", "data.val_ratio=0")
+    assert r["tokens_per_epoch"] == 4 * (100 + 2 * 5)
+    assert any("1.4 Chinese characters" in a for a in r["assumptions"])

@@ -9,7 +9,7 @@ from doctorkit.cost.job import Job, job_from_recipe
 from doctorkit.cost.memory import breakdown, peak_bytes, trainable_params
 from doctorkit.cost.shapes import resolve_shape
 from doctorkit.cost.speed import efficiency, flops_per_token
-from doctorkit.cost.tokens import count_tokens, epoch_tokens, read_samples
+from doctorkit.cost.tokens import data_tokens, epoch_tokens
 
 GiB = 1024 ** 3
 MAX_BATCH = 4096
@@ -59,8 +59,7 @@ def _data_tokens(recipe, args):
     if args.tokens_per_sample:
         count = args.samples or 1
         return [args.tokens_per_sample] * min(count, 10000), f"{args.tokens_per_sample} tokens per sample (given)", False
-    samples = read_samples(recipe)
-    counted = count_tokens(recipe, samples)
+    counted = data_tokens(recipe)
     return counted.lengths, counted.how, True
 
 

@@ -96,9 +96,23 @@ def estimate_from_chars(text: str) -> float:
     return cjk / CJK_CHARS_PER_TOKEN + (len(text) - cjk) / OTHER_CHARS_PER_TOKEN
 
 
-def count_tokens(recipe, samples: list[list[str]]) -> DataTokens:
-    overhead = lambda texts: TEMPLATE_TOKENS_PER_MESSAGE * len(texts)  # noqa: E731
+def data_tokens(recipe) -> DataTokens:
+    """Token lengths of the training samples: exact through doctorkit.data.prepare when the tokenizer (with a
+    chat template) loads offline, else counted or estimated from the conversations' texts."""
     tokenizer, name = _load_tokenizer(recipe)
+    if tokenizer is not None and getattr(tokenizer, "chat_template", None) and getattr(tokenizer, "is_fast", False):
+        try:
+            from doctorkit.data import prepare
+        except ImportError:
+            prepare = None
+        if prepare is not None:
+            lengths = prepare(recipe, tokenizer).report.lengths
+            return DataTokens(lengths, f"counted with {name} and its chat template (doctorkit.data.prepare)")
+    return count_tokens(read_samples(recipe), tokenizer, name)
+
+
+def count_tokens(samples: list[list[str]], tokenizer=None, name: str = "") -> DataTokens:
+    overhead = lambda texts: TEMPLATE_TOKENS_PER_MESSAGE * len(texts)  # noqa: E731
     if tokenizer is not None:
         flat = [t for texts in samples for t in texts]
         ids = tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else []
