@@ -54,4 +54,4 @@ def find_gpu(name: str) -> Gpu:
     if wanted in ALIASES:
         return find_gpu(ALIASES[wanted])
     known = ", ".join(g.name for g in GPUS)
-    raise DoctorKitError(f"--gpu {name}: unknown GPU (catalog: {known}; or give --price-per-hour with a catalog GPU)")
+    raise DoctorKitError(f"--gpu {name}: unknown GPU (catalog: {known}; pick the closest and set --price-per-hour)")
