@@ -182,7 +182,12 @@ def plot_dpo(history: list[dict], path: Path, title: str = "") -> None:
 def prepare_dpo_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     from doctorkit.train import is_main_process
 
-    if resume or not run_dir.exists() or not any(run_dir.iterdir()):
+    if resume:
+        if not (run_dir / ROUNDS).is_dir() and not any((run_dir / CHECKPOINTS).glob("round-*/checkpoint-*")):
+            raise DoctorKitError(f"{run_dir}: nothing to resume (no finished round, no checkpoint; "
+                                 f"checkpoints are written every train.save_steps)")
+        return
+    if not run_dir.exists() or not any(run_dir.iterdir()):
         return
     if not overwrite:
         raise DoctorKitError(f"{run_dir}: already holds a run; use --resume to continue it, --overwrite to "
@@ -200,7 +205,7 @@ def last_checkpoint(folder: Path) -> str | None:
 def train_dpo(recipe, resume: bool = False, overwrite: bool = False) -> Path:
     from transformers import AutoTokenizer, set_seed
 
-    from doctorkit.data.preference import prepare_preferences
+    from doctorkit.data.preference import paths_of, prepare_preferences
     from doctorkit.methods import get_method
     from doctorkit.model import load_tokenizer
     from doctorkit.recipe import save_recipe
@@ -227,9 +232,11 @@ def train_dpo(recipe, resume: bool = False, overwrite: bool = False) -> Path:
             rounds.append(read_metrics(out_dir))
             start = out_dir / ADAPTER
             continue
-        data = prepare_preferences(recipe, tokenizer, round_data_path(recipe, k))
+        source = round_data_path(recipe, k)
+        data = prepare_preferences(recipe, tokenizer, source)
+        source = source or ", ".join(paths_of(recipe.data.path))
         if is_main_process():
-            print(f"DPO round {k}/{recipe.dpo.rounds}: {data.report.summary()}")
+            print(f"DPO round {k}/{recipe.dpo.rounds} on {source} (pairs):\n{data.report.summary()}")
         trainer = build_trainer(recipe, run_dir, k, start, data, tokenizer)
         checkpoint = last_checkpoint(run_dir / CHECKPOINTS / f"round-{k}") if resume else None
         started = time.perf_counter()
@@ -237,7 +244,7 @@ def train_dpo(recipe, resume: bool = False, overwrite: bool = False) -> Path:
         runtime = time.perf_counter() - started
         if data.eval is not None:
             trainer.evaluate()
-        rounds.append(round_metrics(trainer, data.report, runtime, k, data.report.source))
+        rounds.append(round_metrics(trainer, data.report, runtime, k, source))
         if trainer.is_world_process_zero():
             # only the trained "default" adapter: the frozen "ref" copy is TRL's bookkeeping, not part of the model
             trainer.model.save_pretrained(out_dir / ADAPTER, selected_adapters=["default"])

@@ -35,7 +35,7 @@ BAD_FILE = [
      "chosen": {"from": "gpt", "value": "多喝水。"}, "rejected": "吃抗生素。"},                        # 2 ok
     "{not json\n",                                                                                    # 3 malformed
     {"prompt": "发烧", "chosen": "多休息。", "rejected": "多休息。"},                                    # 4 identical
-    {"prompt": "发烧", "chosen": "  ", "rejected": "随便吃药。"},                                       # 5 empty_chosen
+    {"prompt": "发烧", "chosen": "  ", "rejected": "随便吃药。"},                                       # 5 empty_message
     {"messages": [{"role": "user", "content": "腹泻"}], "chosen": "补液。"},                            # 6 malformed
     {"prompt": "失眠", "chosen": "规律作息。" * 80, "rejected": "吃安眠药。"},                           # 7 overlong
     {"prompt": "胃痛" * 80, "chosen": "查胃镜。", "rejected": "忍着。"},                                # 8 prompt_too_long
@@ -43,7 +43,7 @@ BAD_FILE = [
      "rejected": [{"role": "user", "content": "腰痛"}, {"role": "assistant", "content": "扳一扳。"}]},  # 9 ok
     {"chosen": [{"role": "user", "content": "腰痛"}, {"role": "assistant", "content": "热敷。"}],
      "rejected": [{"role": "user", "content": "背痛"}, {"role": "assistant", "content": "扳一扳。"}]},  # 10 malformed
-    {"prompt": "", "chosen": "a", "rejected": "b"},                                                   # 11 empty_prompt
+    {"prompt": "", "chosen": "a", "rejected": "b"},                                                   # 11 empty_message
 ]
 
 
@@ -53,7 +53,8 @@ def test_preference_layouts_and_counted_skips(tmp_path):
     data = prepare_preferences(recipe, build_tokenizer())
     report = data.report
     assert report.samples_used == 3 and report.samples_skipped == {
-        "malformed": 3, "identical": 1, "empty_chosen": 1, "overlong": 1, "prompt_too_long": 1, "empty_prompt": 1}
+        "malformed": 3, "identical": 1, "empty_message": 2, "overlong": 1, "prompt_too_long": 1}
+    assert report.problems[0].startswith(f"{path}:3: malformed JSON")
     rows = data.train.to_list()
     assert rows[1]["prompt"] == [{"role": "system", "content": "你是医生"}, {"role": "user", "content": "咳嗽"}]
     assert rows[1]["chosen"] == [{"role": "assistant", "content": "多喝水。"}]
@@ -70,7 +71,7 @@ def test_on_error_fail_names_file_and_line(tmp_path):
     recipe = dpo_recipe(tmp_path, f"data.path={path}", "data.on_error=fail")
     with pytest.raises(DoctorKitError) as err:
         prepare_preferences(recipe, build_tokenizer())
-    assert str(err.value).startswith(f"{path}:3: not valid JSON") and "\n" not in str(err.value)
+    assert str(err.value).startswith(f"{path}:3: malformed JSON") and "\n" not in str(err.value)
 
 
 def test_no_usable_pairs_and_bad_keys_are_one_line_errors(tmp_path):
@@ -87,6 +88,8 @@ def test_no_usable_pairs_and_bad_keys_are_one_line_errors(tmp_path):
     from doctorkit.train import train
     with pytest.raises(DoctorKitError, match="run directory not found"):
         train(dpo_recipe(tmp_path, f"dpo.from_run={tmp_path / 'missing'}"))
+    with pytest.raises(DoctorKitError, match="nothing to resume"):
+        train(dpo_recipe(tmp_path), resume=True)
 
 
 def test_bundled_sample_uses_every_layout():

@@ -1,6 +1,6 @@
 """Preference pairs for DPO: read, normalize to TRL's conversational layout, validate, count what is skipped.
 
-Accepted records (one per JSONL line, or a JSON array), all normalized to
+Accepted records (one per JSONL line, or a JSON list), all normalized to
 `{"prompt": [messages], "chosen": [assistant message], "rejected": [assistant message]}`:
 
     {"prompt": "question" | [messages], "chosen": ..., "rejected": ...}           TRL explicit prompt
@@ -10,151 +10,94 @@ Accepted records (one per JSONL line, or a JSON array), all normalized to
 
 where a side is a string, one message dict ({"role", "content"} or {"from", "value"}) or a list of them.
 
-Bad records are counted per reason, as for SFT data: malformed lines (or, with data.on_error=fail, a one-line
-`file:line: reason` error), empty sides, identical chosen/rejected, prompts longer than dpo.max_prompt_len,
-and pairs longer than train.max_seq_len (skipped, or kept and truncated by TRL with data.overlong=truncate).
+Reading, encodings, `file:line` places, role names and the checks are the SFT data module's
+(doctorkit/data/readers.py, checks.py), so a pair is skipped for the same reasons as an SFT conversation
+(`malformed`, `empty_message`, `not_alternating`, `ends_on_user`, `overlong`, `template`), plus
+`identical` (chosen == rejected: nothing to prefer) and `prompt_too_long` (over dpo.max_prompt_len).
+Over-long pairs are skipped, or with data.overlong=truncate kept, counted, and cut by TRL's collator.
 """
 from __future__ import annotations
 
-import json
-import random
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+import datasets
+from jinja2 import TemplateError
+
+from doctorkit.data import split
+from doctorkit.data.checks import check_conversation, with_system_prompt
+from doctorkit.data.readers import BadRecord, iter_json_records, read_text
+from doctorkit.data.readers import to_messages as conversation_messages
+from doctorkit.data.report import DataReport
 from doctorkit.errors import DoctorKitError
 
-ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "bot": "assistant",
-         "model": "assistant", "chatgpt": "assistant", "system": "system"}
-PROMPT_KEYS = ("prompt", "conversations", "messages")
-
-
-class BadRecord(ValueError):
-    """A record that cannot be a preference pair; `reason` is the counter key, the message the explanation."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
-
-
-@dataclass
-class PreferenceReport:
-    # the same fields as the SFT data report, so train.collect_metrics reads both
-    source: str = ""
-    samples_used: int = 0                 # pairs trained on
-    samples_skipped: dict = field(default_factory=dict)  # reason -> count
-    truncated: int = 0                    # pairs longer than train.max_seq_len kept (TRL truncates them)
-    eval_samples: int = 0
-    train_tokens: int = 0                 # prompt + chosen + rejected tokens of the training pairs
-    supervised_tokens: int = 0            # chosen + rejected tokens (the ones DPO scores)
-
-    def summary(self) -> str:
-        skipped = ", ".join(f"{reason} {n}" for reason, n in sorted(self.samples_skipped.items())) or "none"
-        return (f"preference data {self.source}: {self.samples_used} pairs for training, {self.eval_samples} for "
-                f"eval; skipped: {skipped}; truncated: {self.truncated}")
+PROMPT_FORMATS = {"prompt": "messages", "conversations": "sharegpt", "messages": "messages"}
 
 
 @dataclass
 class PreferenceData:
     train: object          # datasets.Dataset with prompt / chosen / rejected message lists
     eval: object | None
-    report: PreferenceReport
+    report: DataReport     # samples = pairs; lengths = the longer side (prompt + reply) of each pair
 
 
 # ------------------------------------------------------------------ reading ---
 
-def read_records(path: Path, encoding: str = "auto") -> list[tuple[int, object]]:
-    """(line number, parsed record or BadRecord) for a .jsonl file, or (index, record) for a JSON array."""
-    if not path.is_file():
-        raise DoctorKitError(f"{path}: preference data file not found")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig" if encoding == "auto" else encoding)
-    except (UnicodeDecodeError, LookupError) as err:
-        raise DoctorKitError(f"{path}: cannot decode as {encoding} ({err.__class__.__name__}); "
-                             f"set data.encoding, e.g. gb18030") from None
-    if path.suffix == ".json":
-        try:
-            records = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise DoctorKitError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
-        if not isinstance(records, list):
-            raise DoctorKitError(f"{path}: a .json preference file holds a list of records")
-        return [(i + 1, r) for i, r in enumerate(records)]
-    out = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            out.append((number, json.loads(line)))
-        except json.JSONDecodeError as err:
-            out.append((number, BadRecord("malformed", f"not valid JSON ({err.msg})")))
-    return out
-
-
-def to_message(item, where: str) -> dict:
-    if isinstance(item, str):
-        return {"role": "assistant", "content": item}
-    if not isinstance(item, dict):
-        raise BadRecord("malformed", f"{where}: expected a message object, got {type(item).__name__}")
-    role = item.get("role", item.get("from"))
-    content = item.get("content", item.get("value"))
-    if role not in ROLES or not isinstance(content, str):
-        raise BadRecord("malformed", f"{where}: a message needs a known role/from ({', '.join(sorted(ROLES))}) "
-                                     f"and a string content/value")
-    return {"role": ROLES[role], "content": content}
-
-
-def to_messages(value, where: str, text_role: str = "user") -> list[dict]:
+def to_messages(value, key: str, text_role: str) -> list[dict]:
+    """A prompt or a side as messages: text (as `text_role`), one message, or a list of messages."""
     if isinstance(value, str):
         return [{"role": text_role, "content": value}]
     if isinstance(value, dict):
-        return [to_message(value, where)]
-    if isinstance(value, list):
-        return [to_message(item, f"{where}[{i}]") for i, item in enumerate(value)]
-    raise BadRecord("malformed", f"'{where}' must be text, a message or a list of messages")
+        value = [value]
+    if not isinstance(value, list):
+        raise BadRecord(f"'{key}' must be text, a message or a list of messages")
+    try:
+        return conversation_messages({"messages": value}, "messages")
+    except BadRecord as err:
+        raise BadRecord(f"'{key}': {err}") from None
 
 
 def split_implicit_prompt(chosen: list[dict], rejected: list[dict]) -> tuple[list, list, list]:
     """TRL's implicit layout: both sides are whole conversations; the prompt is everything before the last reply."""
     prompt = chosen[:-1]
     if not prompt or rejected[:-1] != prompt:
-        raise BadRecord("malformed", "no prompt/conversations/messages key, and chosen and rejected are not "
-                                     "conversations sharing the same prompt")
+        raise BadRecord("no prompt/conversations/messages key, and chosen and rejected are not conversations "
+                        "sharing the same prompt")
     return prompt, chosen[-1:], rejected[-1:]
 
 
-def to_pair(record, system_prompt: str | None = None) -> dict:
-    """One record -> {"prompt", "chosen", "rejected"} message lists, or BadRecord."""
+def to_pair(record) -> dict:
+    """One record -> {"prompt", "chosen", "rejected"} message lists; BadRecord when it is not a preference pair."""
     if isinstance(record, BadRecord):
         raise record
     if not isinstance(record, dict):
-        raise BadRecord("malformed", f"expected a JSON object, got {type(record).__name__}")
+        raise BadRecord(f"expected a JSON object, got {type(record).__name__}")
     missing = [k for k in ("chosen", "rejected") if k not in record]
     if missing:
-        raise BadRecord("malformed", f"missing key(s) {', '.join(missing)}")
-    prompt_key = next((k for k in PROMPT_KEYS if k in record), None)
-    chosen = to_messages(record["chosen"], "chosen", text_role="assistant")
-    rejected = to_messages(record["rejected"], "rejected", text_role="assistant")
-    if prompt_key is None:
+        raise BadRecord(f"missing key(s) {', '.join(missing)} (a preference pair needs chosen and rejected)")
+    chosen = to_messages(record["chosen"], "chosen", "assistant")
+    rejected = to_messages(record["rejected"], "rejected", "assistant")
+    key = next((k for k in PROMPT_FORMATS if k in record), None)
+    if key is None:
         prompt, chosen, rejected = split_implicit_prompt(chosen, rejected)
+    elif isinstance(record[key], list) and key != "prompt":  # ShareGPT / messages list (+ ShareGPT "system")
+        prompt = conversation_messages(record, PROMPT_FORMATS[key])
     else:
-        prompt = to_messages(record[prompt_key], prompt_key)
+        prompt = to_messages(record[key], key, "user")
     if any(m["role"] != "assistant" for m in chosen + rejected):
-        raise BadRecord("malformed", "chosen and rejected must be assistant replies")
-    if not prompt or prompt[-1]["role"] != "user":
-        raise BadRecord("malformed", f"'{prompt_key or 'prompt'}' must end with a user turn")
-    if not any(m["content"].strip() for m in prompt if m["role"] == "user"):
-        raise BadRecord("empty_prompt", "the prompt is empty")
-    if not "".join(m["content"] for m in chosen).strip():
-        raise BadRecord("empty_chosen", "chosen is empty")
-    if not "".join(m["content"] for m in rejected).strip():
-        raise BadRecord("empty_rejected", "rejected is empty")
-    if [m["content"].strip() for m in chosen] == [m["content"].strip() for m in rejected]:
-        raise BadRecord("identical", "chosen and rejected are identical: nothing to prefer")
-    if system_prompt and prompt[0]["role"] != "system":
-        prompt = [{"role": "system", "content": system_prompt}] + prompt
+        raise BadRecord("chosen and rejected must be assistant replies")
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+
+
+def check_pair(pair: dict) -> str | None:
+    """None if the pair can be trained on, else the reason name (SFT's checks on prompt + each side)."""
+    for side in ("chosen", "rejected"):
+        reason = check_conversation(pair["prompt"] + pair[side])
+        if reason:
+            return reason
+    if [m["content"].strip() for m in pair["chosen"]] == [m["content"].strip() for m in pair["rejected"]]:
+        return "identical"
+    return None
 
 
 # --------------------------------------------------------------- validating ---
@@ -167,60 +110,74 @@ def token_lengths(tokenizer, pair: dict) -> tuple[int, int, int]:
             count(pair["prompt"] + pair["rejected"]))
 
 
-def read_pairs(path: str | Path, recipe, tokenizer, report: PreferenceReport, limit: int | None = None) -> list[dict]:
-    """Valid pairs of one file; skips are added to report.samples_skipped, data.on_error=fail stops at the first."""
+def read_pairs(path: str | Path, recipe, tokenizer, report: DataReport) -> list[dict]:
+    """Valid pairs of one file; skips are counted in `report`, data.on_error=fail stops at a malformed record."""
     data, path = recipe.data, Path(path)
-    skipped: Counter = Counter(report.samples_skipped)
+    if not path.is_file():
+        raise DoctorKitError(f"{path}: preference data file not found (data.path / dpo.round_data)")
+    if path.suffix.lower() in (".csv", ".tsv"):
+        raise DoctorKitError(f"{path}: preference data is JSONL or JSON (prompt/conversations/messages, chosen, rejected)")
     pairs = []
-    for number, record in read_records(path, data.encoding):
-        if limit is not None and len(pairs) >= limit:
-            break
+    for where, record in iter_json_records(path, read_text(path, data.encoding)):
         try:
-            pair = to_pair(record, data.system_prompt)
-            prompt_len, chosen_len, rejected_len = token_lengths(tokenizer, pair)
-            if prompt_len > recipe.dpo.max_prompt_len:
-                raise BadRecord("prompt_too_long", f"prompt has {prompt_len} tokens > dpo.max_prompt_len "
-                                                   f"{recipe.dpo.max_prompt_len}")
-            overlong = max(chosen_len, rejected_len) > recipe.train.max_seq_len
-            if overlong and data.overlong == "skip":
-                raise BadRecord("overlong", f"{max(chosen_len, rejected_len)} tokens > train.max_seq_len "
-                                            f"{recipe.train.max_seq_len}")
-        except BadRecord as bad:
+            pair = to_pair(record)
+        except BadRecord as err:
             if data.on_error == "fail":
-                raise DoctorKitError(f"{path}:{number}: {bad} (data.on_error=skip counts and skips such pairs)") from None
-            skipped[bad.reason] += 1
+                raise DoctorKitError(f"{where}: {err} (data.on_error: fail; use skip to count and go on)") from None
+            report.skip("malformed", where, str(err))
             continue
-        report.truncated += int(overlong)
+        reason = check_pair(pair)
+        if reason:
+            report.skip(reason, where)
+            continue
+        pair["prompt"] = with_system_prompt(pair["prompt"], data.system_prompt)
+        try:
+            prompt_len, chosen_len, rejected_len = token_lengths(tokenizer, pair)
+        except TemplateError as err:
+            report.skip("template", where, str(err))
+            continue
+        longest = max(chosen_len, rejected_len)
+        if prompt_len > recipe.dpo.max_prompt_len:
+            report.skip("prompt_too_long", where, f"prompt has {prompt_len} tokens > dpo.max_prompt_len")
+            continue
+        if longest > recipe.train.max_seq_len:
+            if data.overlong == "skip":
+                report.skip("overlong", where, f"{longest} tokens > train.max_seq_len")
+                continue
+            report.truncated += 1
         pair["_tokens"] = (prompt_len, chosen_len, rejected_len)
         pairs.append(pair)
-    report.samples_skipped = dict(skipped)
     return pairs
 
 
-def prepare_preferences(recipe, tokenizer, path: str | None = None) -> PreferenceData:
-    """Train (and eval) datasets of preference pairs from `path` (default data.path), with a report."""
-    import datasets
+def paths_of(path) -> list[str]:
+    return [path] if isinstance(path, str) else list(path)
 
-    paths = path or recipe.data.path
-    paths = [paths] if isinstance(paths, str) else list(paths)
-    report = PreferenceReport(source=", ".join(paths))
-    pairs = []
-    for one in paths:
-        pairs += read_pairs(one, recipe, tokenizer, report, limit=None)
-    if recipe.data.max_samples is not None:
-        pairs = pairs[: recipe.data.max_samples]
-    if recipe.data.val_path and path is None:
-        eval_pairs = read_pairs(recipe.data.val_path, recipe, tokenizer, PreferenceReport())
+
+def prepare_preferences(recipe, tokenizer, path: str | None = None) -> PreferenceData:
+    """Train (and eval) datasets of preference pairs from `path` (default data.path), with the data report.
+
+    The eval pairs come from data.val_path (round 1 only) or a data.val_ratio split, fixed by the seed.
+    """
+    data = recipe.data
+    report = DataReport()
+    pairs = [pair for one in paths_of(path or data.path) for pair in read_pairs(one, recipe, tokenizer, report)]
+    pairs = pairs[:data.max_samples] if data.max_samples is not None else pairs
+    if data.val_path and path is None:
+        eval_pairs = [p for one in paths_of(data.val_path) for p in read_pairs(one, recipe, tokenizer, report)]
+        eval_pairs = eval_pairs[:data.max_samples] if data.max_samples is not None else eval_pairs
     else:
-        n_eval = int(len(pairs) * recipe.data.val_ratio)
-        held = set(random.Random(recipe.seed).sample(range(len(pairs)), n_eval))
-        eval_pairs = [p for i, p in enumerate(pairs) if i in held]
-        pairs = [p for i, p in enumerate(pairs) if i not in held]
+        pairs, eval_pairs = split(pairs, data.val_ratio, recipe.seed)
     if not pairs:
-        raise DoctorKitError(f"{report.source}: no usable preference pairs ({report.summary()})")
+        counts = ", ".join(f"{r} {n}" for r, n in sorted(report.samples_skipped.items())) or "the files hold no records"
+        raise DoctorKitError(f"{', '.join(paths_of(path or data.path))}: no usable preference pairs ({counts})"
+                             + (f"; first problem: {report.problems[0]}" if report.problems else ""))
     report.samples_used, report.eval_samples = len(pairs), len(eval_pairs)
-    report.train_tokens = sum(p + c + r for p, c, r in (x["_tokens"] for x in pairs))
-    report.supervised_tokens = sum(c + r - 2 * p for p, c, r in (x["_tokens"] for x in pairs))
+    report.lengths = [max(c, r) for _, c, r in (x["_tokens"] for x in pairs)]
+    report.eval_lengths = [max(c, r) for _, c, r in (x["_tokens"] for x in eval_pairs)]
+    report.train_tokens = sum(c + r - p for p, c, r in (x["_tokens"] for x in pairs))  # prompt counted once
+    report.supervised_tokens = sum(c + r - 2 * p for p, c, r in (x["_tokens"] for x in pairs))  # the scored replies
+    report.eval_tokens = sum(c + r - p for p, c, r in (x["_tokens"] for x in eval_pairs))
 
     def as_dataset(rows):
         return datasets.Dataset.from_list([{k: v for k, v in r.items() if k != "_tokens"} for r in rows])
