@@ -149,3 +149,21 @@ def test_search_command_prints_what_is_injected(capsys):
     assert "used" in out and "甲状腺结节" in out and "of 120 tokens" in out and HEADER in out
     assert knowledge_main(["search", KB_PATH, "今天天气怎么样？"]) == 0
     assert "not grounded" in capsys.readouterr().out
+
+
+def test_training_data_is_grounded_like_serving(tokenizer):
+    from doctorkit.data import prepare
+    from doctorkit.recipe import Recipe
+
+    recipe = Recipe(data=DataConfig(knowledge=KB_PATH, knowledge_budget=120, max_samples=20))
+    plain = Recipe(data=DataConfig(max_samples=20))
+    grounded_rows, plain_rows = prepare(recipe, tokenizer).train, prepare(plain, tokenizer).train
+    from doctorkit.data import read_conversations
+    first = read_conversations(recipe.data, recipe.data.path)[0]
+    expected = tokenizer.apply_chat_template(ground(first, KnowledgeBase.load(KB_PATH), tokenizer, 120)[0],
+                                             tokenize=False)
+    row = grounded_rows[0]
+    assert tokenizer.decode(row["input_ids"]) == expected and HEADER in expected
+    # knowledge is context, never a training target: the supervised tokens are the same as without it
+    supervised = [[t for t, lab in zip(r["input_ids"], r["labels"]) if lab != -100] for r in (row, plain_rows[0])]
+    assert supervised[0] == supervised[1]
