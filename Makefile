@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 quickstart: setup
-	$(BIN)/python -m doctorkit.train recipes/quickstart.yaml
+	$(BIN)/python -m doctorkit.train recipes/quickstart.yaml --overwrite
 	$(BIN)/python -m doctorkit.chat runs/quickstart --prompt "医生您好，我最近一周头痛，该怎么办？"
 
 # The demo's browser test drives the system Chromium (Debian package; no Playwright browser download).
