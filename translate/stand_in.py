@@ -107,7 +107,7 @@ class _Handler(BaseHTTPRequestHandler):
         with server.lock:
             server.requests += 1
             fault = server.faults.pop(0) if server.faults else None
-        if not self.path.rstrip("/").endswith("/chat/completions"):
+        if self.path.rstrip("/") != "/v1/chat/completions":
             return self._send(404, b'{"error": {"message": "not found"}}')
         if fault == "drop":
             self.close_connection = True
