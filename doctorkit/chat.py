@@ -1,0 +1,90 @@
+"""Chat with a run in the terminal: `python -m doctorkit.chat RUN_DIR [--prompt TEXT] [sampling flags]`.
+
+Multi-turn with streaming; `--prompt` prints one reply and exits (scripts, smoke tests).
+Commands inside the chat: /clear starts over, /exit (or Ctrl-D) leaves.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from doctorkit.errors import cli_main
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--temperature", type=float, default=0.7, help="0 = greedy (deterministic)")
+    parser.add_argument("--top-p", type=float, default=0.9)
+    parser.add_argument("--repetition-penalty", type=float, default=1.1)
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+
+
+def sampling_from_args(args) -> dict:
+    return dict(temperature=args.temperature, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
+                max_new_tokens=args.max_new_tokens)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m doctorkit.chat", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", help="run directory written by doctorkit.train, or an exported model folder")
+    parser.add_argument("--prompt", help="ask one question, print the reply, exit")
+    parser.add_argument("--system", help="system prompt (default: the recipe's data.system_prompt)")
+    add_sampling_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def reply(run, history: list[dict], sampling: dict, out=sys.stdout) -> str:
+    from doctorkit.generation import generate_stream
+
+    pieces = []
+    for piece in generate_stream(run.model, run.tokenizer, history, **sampling):
+        pieces.append(piece)
+        out.write(piece)
+        out.flush()
+    out.write("\n")
+    return "".join(pieces).strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from doctorkit.rundir import load_run
+
+    run = load_run(args.run_dir)
+    sampling = sampling_from_args(args)
+    system = args.system or (run.recipe.data.system_prompt if run.recipe else None)
+    history: list[dict] = [{"role": "system", "content": system}] if system else []
+    if args.prompt is not None:
+        if not args.prompt.strip():
+            print("error: --prompt is empty", file=sys.stderr)
+            return 2
+        reply(run, history + [{"role": "user", "content": args.prompt}], sampling)
+        return 0
+    print(f"chatting with {args.run_dir} — /clear to start over, /exit to leave. Not medical advice.")
+    start = list(history)
+    while True:
+        try:
+            text = input("you> ").strip()
+        except EOFError:
+            print()
+            return 0
+        if text in ("/exit", "/quit"):
+            return 0
+        if text == "/clear":
+            history = list(start)
+            continue
+        if not text:
+            continue
+        history.append({"role": "user", "content": text})
+        print("doctor> ", end="", flush=True)
+        try:
+            history.append({"role": "assistant", "content": reply(run, history, sampling)})
+        except KeyboardInterrupt:  # stop this reply, keep the conversation
+            print("\n(stopped)")
+            history.pop()
+
+
+def run(argv: list[str] | None = None) -> None:
+    cli_main(main, argv)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,85 @@
+"""Reply generation shared by chat, the demo and evaluation: the chat template, stop tokens, streaming."""
+from __future__ import annotations
+
+import threading
+from typing import Iterator
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+# Tokens that end an assistant turn in the families we support; only those in the vocabulary are used.
+TURN_TERMINATORS = ["<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>", "<|user|>", "<|observation|>",
+                    "<|end|>", "</s>"]
+
+
+def stop_token_ids(model, tokenizer) -> list[int]:
+    ids = set()
+    configured = getattr(model.generation_config, "eos_token_id", None)
+    ids.update(configured if isinstance(configured, list) else [configured] if configured is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    vocab = tokenizer.get_vocab()
+    ids.update(vocab[t] for t in TURN_TERMINATORS if t in vocab)
+    return sorted(ids)
+
+
+def encode_prompt(tokenizer, messages: list[dict]) -> torch.Tensor:
+    out = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    return out["input_ids"]
+
+
+class _StopEvent(StoppingCriteria):
+    """Lets a Stop button (or Ctrl-C) end generation between tokens."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kwargs):
+        return self.event.is_set()
+
+
+def sampling_kwargs(temperature: float = 0.7, top_p: float = 0.9, repetition_penalty: float = 1.1,
+                    max_new_tokens: int = 256) -> dict:
+    kwargs = dict(max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty)
+    if temperature and temperature > 0:
+        kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
+    else:
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    return kwargs
+
+
+def generate_stream(model, tokenizer, messages: list[dict], stop: threading.Event | None = None,
+                    **sampling) -> Iterator[str]:
+    """Yield the reply piece by piece as tokens arrive; generation runs in a worker thread."""
+    input_ids = encode_prompt(tokenizer, messages).to(model.device)
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+    stop = stop or threading.Event()
+    kwargs = dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer,
+                  eos_token_id=stop_token_ids(model, tokenizer), pad_token_id=tokenizer.pad_token_id,
+                  stopping_criteria=StoppingCriteriaList([_StopEvent(stop)]), use_cache=True,
+                  **sampling_kwargs(**sampling))
+    errors: list[BaseException] = []
+
+    def work():
+        try:
+            with torch.inference_mode():
+                model.generate(**kwargs)
+        except BaseException as err:  # surfaced in the caller's thread below
+            errors.append(err)
+            streamer.end()
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    try:
+        for piece in streamer:
+            if piece:
+                yield piece
+    finally:
+        stop.set()
+        worker.join()
+    if errors:
+        raise errors[0]
+
+
+def generate_reply(model, tokenizer, messages: list[dict], **sampling) -> str:
+    return "".join(generate_stream(model, tokenizer, messages, **sampling)).strip()

@@ -1,0 +1,24 @@
+"""Fine-tuning methods, one module each with the same shape (as PEFT's tuners/<method>/):
+
+    validate(recipe)                 -> None, or DoctorKitError naming the bad key
+    load_kwargs(recipe)              -> extra from_pretrained kwargs (quantization), {} if none
+    wrap(model, recipe)              -> trainable model (base frozen)
+    load(base_model, run_dir)        -> model with the trained parameters loaded back, for inference
+
+Adding a method means adding one module here and one line to METHODS.
+"""
+from __future__ import annotations
+
+import importlib
+
+from doctorkit.errors import DoctorKitError
+
+METHODS = {
+    "lora": "doctorkit.methods.lora",
+}
+
+
+def get_method(name: str):
+    if name not in METHODS:
+        raise DoctorKitError(f"method '{name}' is not available (available: {', '.join(sorted(METHODS))})")
+    return importlib.import_module(METHODS[name])

@@ -1,0 +1,40 @@
+"""LoRA through PEFT: rank-r updates on the chosen linear layers, base frozen; DoRA and rsLoRA as switches."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from peft import LoraConfig, PeftModel, get_peft_model
+
+from doctorkit.errors import DoctorKitError
+
+
+def validate(recipe) -> None:
+    cfg = recipe.lora
+    if cfg.r <= 0:
+        raise DoctorKitError(f"lora.r must be a positive rank, got {cfg.r}")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise DoctorKitError(f"lora.dropout must be in [0, 1), got {cfg.dropout}")
+
+
+def load_kwargs(recipe) -> dict:
+    return {}
+
+
+def peft_config(recipe) -> LoraConfig:
+    cfg = recipe.lora
+    return LoraConfig(
+        r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=cfg.target_modules,
+        use_dora=cfg.use_dora, use_rslora=cfg.use_rslora, bias="none", task_type="CAUSAL_LM",
+    )
+
+
+def wrap(model, recipe):
+    validate(recipe)
+    try:
+        return get_peft_model(model, peft_config(recipe))
+    except ValueError as err:  # e.g. target_modules that match nothing in this model
+        raise DoctorKitError(f"lora.target_modules: {str(err).splitlines()[0]}") from None
+
+
+def load(base_model, run_dir: Path):
+    return PeftModel.from_pretrained(base_model, Path(run_dir) / "adapter")
