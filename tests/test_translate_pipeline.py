@@ -82,13 +82,20 @@ def test_seed_distill_run_score_cost(tmp_path, teacher_server, one_thread, monke
     reasons = {r["id"]: r["reason"] for r in rejects}
     assert reasons["bad-empty"].startswith("empty field messages.1.content")
     assert reasons["bad-long"].startswith("over-long segment that could not be split")
-    assert any("not valid JSON" in r for r in reasons.values())
+    assert any("malformed JSON" in r for r in reasons.values())
     by_id = {r["id"]: r for r in rows}
     for record in out:   # messages format: same turns, same ids, other keys untouched
         assert [m["role"] for m in record["messages"]] == ["user", "assistant"]
         assert record["topic"] == by_id[record["id"]]["topic"]
-        assert record["messages"][0]["content"].count("\n\n") == 1   # instruction and input stayed apart
+        assert record["messages"][0]["content"].count("\n") == 1   # instruction and input stayed apart
         assert all(m["content"].strip() for m in record["messages"])
+
+    # directly trainable: the training kit's own reader takes every translated record, skipping none
+    from doctorkit.data import DataReport, read_conversations
+    from doctorkit.recipe import DataConfig
+    report_ = DataReport()
+    assert len(read_conversations(DataConfig(path=str(files.translated)), str(files.translated), report_)) == len(out)
+    assert report_.samples_skipped == {}
 
     capsys.readouterr()
     scored = score(load_recipe(path, [f"score.hypotheses={files.heldout}", f"score.references={files.heldout}",

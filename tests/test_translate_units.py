@@ -38,7 +38,7 @@ def test_every_format_reads_to_messages(tmp_path):
     csv_file = tmp_path / "c.csv"
     csv_file.write_text("question,answer\nI itch.,Use cream.\n")
     a, = read_records(SourceData(), alpaca)
-    assert a.id == "7" and a.messages == [{"role": "user", "content": "Answer.\n\nI cough."},
+    assert a.id == "7" and a.messages == [{"role": "user", "content": "Answer.\nI cough."},
                                           {"role": "assistant", "content": "Rest."}]
     s, = read_records(SourceData(), sharegpt)
     assert [m["role"] for m in s.messages] == ["user", "assistant"] and s.extra == {"lang": "en"}

@@ -24,9 +24,9 @@ MEDICAL_PROMPT = (
 class SourceData(Section):
     path: str = "data/english.json"  # English dataset: .json / .jsonl / .csv
     format: Literal["auto", "alpaca", "sharegpt", "messages", "csv"] = "auto"  # auto: from the first record
-    encoding: str = "utf-8"          # text encoding of the file
+    encoding: str = "auto"           # "auto" detects (UTF-8, GB18030, ...) or name one
     columns: CsvColumns = Field(default_factory=CsvColumns)  # CSV only: which column is which
-    id_key: str = "id"               # record id field; records without one get "<file stem>-<line index>"
+    id_key: str = "id"               # JSON record id field; others (and CSV rows) get "<file stem>-<index>"
 
 
 class SegmentConfig(Section):
