@@ -48,18 +48,19 @@ def cost(recipe: TranslateRecipe) -> dict:
     files = WorkFiles(recipe)
     files.cost.write_text(json.dumps(r, indent=2), encoding="utf-8")
     t = recipe.teacher
-    lines = [
-        f"cost report: teacher {r['teacher_model']} at ${t.price_input_per_1m:g} in / ${t.price_output_per_1m:g} out "
-        f"per 1M tokens, student machine ${recipe.cost.gpu_price_per_hour:g}/h",
-        f"  seed set, teacher   {r['seed_records']:>8,} records {r['seed_segments']:>8,} segments "
-        f"{r['seed_tokens']:>12,} tokens   ${r['seed_teacher_usd']:>10.4f}",
-        f"  student training    {r['train_seconds']:>34.1f} s{'':>13}${r['train_usd']:>10.4f}",
-        f"  bulk, student       {r['bulk_records']:>8,} records {r['bulk_segments']:>8,} segments "
-        f"{r['bulk_seconds']:>10.1f} s{'':>3}${r['bulk_usd']:>10.4f}",
-        f"  distillation total  {'':>50}${r['distillation_usd']:>10.4f}",
-        f"  bulk, teacher only  {r['bulk_records']:>8,} records {r['bulk_segments']:>8,} segments "
-        f"~{r['teacher_only_tokens_est']:>11,} tokens   ${r['teacher_only_usd_est']:>10.4f} (estimated)",
+    rows = [
+        ("seed set, teacher", f"{r['seed_records']:,} records, {r['seed_segments']:,} segments, "
+                              f"{r['seed_tokens']:,} tokens", r["seed_teacher_usd"]),
+        ("student training", f"{r['train_seconds']:,.1f} s", r["train_usd"]),
+        ("bulk, student", f"{r['bulk_records']:,} records, {r['bulk_segments']:,} segments, "
+                          f"{r['bulk_seconds']:,.1f} s", r["bulk_usd"]),
+        ("distillation total", "", r["distillation_usd"]),
+        ("bulk, teacher only", f"{r['bulk_records']:,} records, ~{r['teacher_only_tokens_est']:,} tokens (estimated)",
+         r["teacher_only_usd_est"]),
     ]
+    lines = [f"cost report: teacher {r['teacher_model']} at ${t.price_input_per_1m:g} in / "
+             f"${t.price_output_per_1m:g} out per 1M tokens; student machine ${recipe.cost.gpu_price_per_hour:g}/h"]
+    lines += [f"  {label:<20}{what:<52}${usd:>9.4f}" for label, what, usd in rows]
     print("\n".join(lines))
     _plot(r, files.root / "cost.png")
     return r
