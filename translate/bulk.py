@@ -119,6 +119,6 @@ def merge(files: WorkFiles, records, names, device: str, source: Path) -> dict:
               "seconds": round(sum(s["seconds"] for s in stats), 2), "device": device}
     files.run_report.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
     print(f"run: {report['records']} records -> {report['translated']} translated ({files.translated}), "
-          f"{report['rejected']} rejected ({files.rejects}) {reasons or ''}; "
+          f"{report['rejected']} rejected ({files.rejects}{': ' + str(reasons) if reasons else ''}); "
           f"{report['segments']} segments in {report['seconds']:.1f} s")
     return report
