@@ -174,3 +174,28 @@ def test_unknown_task_is_rejected():
     with pytest.raises(DoctorKitError, match="available: dialog, mcq"):
         from doctorkit.evaluate import get_task
         get_task("ner")
+
+
+def test_prefix_tuning_model_scores_and_switches_off(tiny, tmp_path):
+    """P-tuning v2 keeps its prefix in the KV cache: padded batches and --base must still be exact."""
+    from peft import PrefixTuningConfig, get_peft_model
+
+    from doctorkit.tiny import build_tiny
+
+    base, tokenizer = build_tiny()
+    model = get_peft_model(base, PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4))
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.requires_grad:
+                param.normal_(0, 1.0, generator=torch.Generator().manual_seed(1))
+    model.config.use_cache = True
+    summary = evaluate_model(model, tokenizer, "data/mcq_sample_zh.jsonl", "mcq", tmp_path / "p", base=True,
+                             max_samples=4, options=EvalOptions(batch_size=3))
+    plain = evaluate_model(tiny[0], tiny[1], "data/mcq_sample_zh.jsonl", "mcq", tmp_path / "b", max_samples=4)
+    scores = lambda name: [v for r in read_jsonl(tmp_path / name) for v in r["scores"].values()]  # noqa: E731
+    assert scores("p/base_predictions.jsonl") == pytest.approx(scores("b/predictions.jsonl"), abs=1e-4)  # adapter off
+    assert scores("p/predictions.jsonl") != pytest.approx(scores("b/predictions.jsonl"), abs=1e-2)
+    assert summary["samples"] == 4
+    conversations = [[{"role": "user", "content": "头痛"}], [{"role": "user", "content": "医生，我晚上咳嗽有痰，怎么办？"}]]
+    batched = generate_replies(model, tokenizer, conversations, max_new_tokens=5, batch_size=2)
+    assert batched == [generate_replies(model, tokenizer, [c], max_new_tokens=5)[0] for c in conversations]
