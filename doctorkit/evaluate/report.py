@@ -75,6 +75,8 @@ def plot_summary(summary: dict, path: Path) -> None:
     ax.set_xticks([i + width * (len(models) - 1) / 2 for i in range(len(groups))], labels,
                   fontfamily=font or "sans-serif", rotation=20 if len(groups) > 5 else 0)
     ax.set_ylabel("accuracy (95% CI)" if not keys else "score")
+    if labels != groups:
+        ax.set_xlabel("S1, S2, ...: subjects in the order of metrics.json per_subject (no CJK font installed)", fontsize=8)
     ax.set_title(f"{summary['task']}: {summary['model']} on {Path(summary['data']).name}", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     ax.legend()
