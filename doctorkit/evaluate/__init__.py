@@ -6,8 +6,10 @@ Python: `evaluate(target, data, task, ...)`, `evaluate_model(model, tokenizer, d
 Tasks live in doctorkit/evaluate/tasks/, one file each.
 """
 from doctorkit.evaluate.command import main, run
-from doctorkit.evaluate.runner import evaluate, evaluate_after_training, evaluate_model
+from doctorkit.evaluate.report import format_summary
+from doctorkit.evaluate.runner import check_eval_config, evaluate, evaluate_after_training, evaluate_model
 from doctorkit.evaluate.tasks import EvalOptions, available_tasks, get_task
 
-__all__ = ["main", "run", "evaluate", "evaluate_model", "evaluate_after_training", "EvalOptions",
+__all__ = ["main", "run", "evaluate", "evaluate_model", "evaluate_after_training", "check_eval_config",
+           "format_summary", "EvalOptions",
            "available_tasks", "get_task"]

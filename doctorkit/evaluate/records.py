@@ -17,28 +17,15 @@ class Loaded:
 
 
 def iter_records(path: str | Path) -> Iterator[tuple[str, object]]:
-    """(`file:line`, parsed record); a line that is not JSON yields (where, None) so the task counts it."""
+    """(`file:line`, parsed record) from JSONL or a JSON list in any encoding doctorkit.data reads; a line that
+    is not JSON yields (where, None) so the task counts it."""
+    from doctorkit.data.readers import BadRecord, iter_json_records, read_text
+
     path = Path(path)
     if not path.is_file():
         raise DoctorKitError(f"{path}: evaluation data file not found")
-    text = path.read_text(encoding="utf-8-sig")
-    if path.suffix == ".json":
-        try:
-            records = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise DoctorKitError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
-        if not isinstance(records, list):
-            raise DoctorKitError(f"{path}: a .json evaluation file holds a list of records")
-        for number, record in enumerate(records, 1):
-            yield f"{path}[{number}]", record
-        return
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            yield f"{path}:{number}", json.loads(line)
-        except json.JSONDecodeError:
-            yield f"{path}:{number}", None
+    for where, record in iter_json_records(path, read_text(path)):
+        yield where, None if isinstance(record, BadRecord) else record
 
 
 def load_items(path, max_samples, to_item, looks_right, expected: str) -> Loaded:

@@ -89,6 +89,11 @@ def evaluate(target: str, data, task: str, out_dir=None, base: bool = False, opt
     return evaluate_model(loaded.model, loaded.tokenizer, data, task, out_dir, base, options, max_samples, loaded.label)
 
 
+def check_eval_config(recipe) -> None:
+    """Before training: the eval.* file exists and its first records fit eval.task (one-line error if not)."""
+    get_task(recipe.eval.task).load(recipe.eval.data, max_samples=1)
+
+
 def evaluate_after_training(run_dir, recipe) -> dict:
     """Called by doctorkit.train when the recipe sets eval.data: evaluates the finished run with the eval.*
     keys, writes RUN_DIR/eval/<task>-<data>/, and records the summary under "eval" in RUN_DIR/metrics.json.

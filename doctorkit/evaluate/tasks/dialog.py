@@ -1,40 +1,31 @@
 """Dialog: reply to held-out conversations and compare with the doctor's real reply.
 
 The last assistant turn of each conversation is the reference, the turns before it the context.
-Files: messages ({"messages": [{role, content}]}), ShareGPT ({"conversations": [{from, value}]}) or
-Alpaca (instruction / input / output) records, JSONL or a JSON list.
+Files: any record format training reads (doctorkit.data.readers: messages, ShareGPT, Alpaca), JSONL or a
+JSON list, in any encoding it detects.
 """
 from __future__ import annotations
 
+from doctorkit.data.readers import BadRecord, detect_format
+from doctorkit.data.readers import to_messages as readers_to_messages
 from doctorkit.evaluate.batching import generate_replies
 from doctorkit.evaluate.metrics import REPETITION_N, dialog_scores
 from doctorkit.evaluate.records import load_items
 
 SUMMARY = "generate replies to held-out conversations; BLEU-4, chrF, ROUGE-L, length, repetition"
 HEADLINE = ["bleu4", "chrf", "rougeL", "avg_pred_chars", f"repetition_{REPETITION_N}gram"]
-SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user",
-                  "gpt": "assistant", "assistant": "assistant", "bot": "assistant", "model": "assistant"}
 
 
 def looks_like_dialog(record) -> bool:
-    return isinstance(record, dict) and ("messages" in record or "conversations" in record
-                                         or ("instruction" in record and "output" in record))
+    return detect_format(record) is not None
 
 
 def to_messages(record: dict) -> list[dict]:
-    if "messages" in record:
-        turns = record["messages"]
-        if not isinstance(turns, list) or not all(isinstance(t, dict) and "role" in t for t in turns):
-            raise ValueError("'messages' must be a list of {role, content}")
-        return [{"role": t["role"], "content": str(t.get("content") or "")} for t in turns]
-    if "conversations" in record:
-        turns = record["conversations"]
-        if not isinstance(turns, list) or not all(isinstance(t, dict) and "from" in t for t in turns):
-            raise ValueError("'conversations' must be a list of {from, value}")
-        return [{"role": SHAREGPT_ROLES.get(str(t["from"]).lower(), "user"), "content": str(t.get("value") or "")}
-                for t in turns]
-    user = "\n".join(str(record.get(k) or "") for k in ("instruction", "input")).strip()
-    return [{"role": "user", "content": user}, {"role": "assistant", "content": str(record.get("output") or "")}]
+    """The training readers' conversion (messages, ShareGPT, Alpaca with history and system)."""
+    try:
+        return readers_to_messages(record, detect_format(record))
+    except BadRecord as err:
+        raise ValueError(str(err)) from None
 
 
 def to_item(record: dict) -> dict:
