@@ -152,8 +152,8 @@ def test_evaluate_after_training_records_in_metrics_json(run_dir, tmp_path):
 
 
 @pytest.mark.parametrize("make, args, message", [
-    (lambda d: d, ["--task", "dialog"], "holds no model"),
-    (lambda d: (d / "recipe.yaml").write_text("model: builtin:tiny\n") and d, ["--task", "dialog"], "no adapter/ here"),
+    (lambda d: d, ["--task", "mcq"], "holds no model"),
+    (lambda d: (d / "recipe.yaml").write_text("model: builtin:tiny\n") and d, ["--task", "mcq"], "no adapter/ here"),
     (None, ["--task", "mcq", "--base"], "has no adapter to switch off"),
     (None, ["--task", "mcq", "--data", "data/eval_dialog_zh.jsonl"], "not multiple-choice records"),
     (None, ["--task", "dialog", "--data", "missing.jsonl"], "missing.jsonl: evaluation data file not found"),

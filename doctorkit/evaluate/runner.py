@@ -80,7 +80,7 @@ def evaluate(target: str, data, task: str, out_dir=None, base: bool = False, opt
     """Python API: load a run directory / model folder / model name, evaluate it, return the summary."""
     if not Path(data).is_file():
         raise DoctorKitError(f"{data}: evaluation data file not found")
-    get_task(task)
+    get_task(task).load(data, max_samples=1)  # wrong file for the task: say so before loading a large model
     loaded = load_target(target, device)
     options = options or EvalOptions()
     if options.system_prompt is None:
