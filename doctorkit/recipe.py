@@ -45,6 +45,9 @@ class DataConfig(Section):
     packing: bool = False            # pack samples into max_seq_len rows, padding-free (faster)
     group_by_length: bool = True     # without packing: batch similar lengths to cut padding
     knowledge: Optional[str] = None  # knowledge-base JSONL: ground prompts as chat and demo do
+    knowledge_top_k: int = 3         # at most this many knowledge entries per conversation
+    knowledge_budget: int = 400      # max tokens of injected knowledge (the text is cut to fit)
+    knowledge_threshold: float = 6.0  # min retrieval score; below it the prompt stays ungrounded
 
 
 class TrainConfig(Section):
