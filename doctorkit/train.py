@@ -130,6 +130,9 @@ def train(recipe, resume: bool = False, overwrite: bool = False) -> Path:
     set_seed(recipe.seed)
     method = get_method(recipe.method)
     method.validate(recipe)
+    if recipe.eval.data:  # a wrong eval file should fail now, not after hours of training
+        from doctorkit.evaluate import check_eval_config
+        check_eval_config(recipe)
 
     model, tokenizer = load_model_and_tokenizer(recipe, extra_kwargs=method.load_kwargs(recipe))
     data = prepare(recipe, tokenizer)
@@ -155,6 +158,11 @@ def train(recipe, resume: bool = False, overwrite: bool = False) -> Path:
         plot_losses(metrics["log_history"], run_dir / LOSS_PNG, title=f"{recipe.method} on {recipe.model}")
         print(f"run directory: {run_dir}  (train loss {metrics['train_loss_first']:.3f} -> "
               f"{metrics['train_loss_last']:.3f}; {METRICS}, {LOSS_PNG}, {ADAPTER}/)")
+        if recipe.eval.data:  # eval.* keys: score the run as users will load it, training copy freed first
+            from doctorkit.evaluate import evaluate_after_training, format_summary
+            del trainer, model
+            torch.cuda.empty_cache()
+            print(format_summary(evaluate_after_training(run_dir, recipe)))
     return run_dir
 
 
