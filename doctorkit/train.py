@@ -121,7 +121,7 @@ def train(recipe, resume: bool = False, overwrite: bool = False) -> Path:
     from trl import SFTTrainer
 
     from doctorkit.data import prepare
-    from doctorkit.methods import get_method
+    from doctorkit.methods import get_method, resolve_gradient_checkpointing
     from doctorkit.model import load_model_and_tokenizer
     from doctorkit.plots import plot_losses
 
@@ -130,6 +130,7 @@ def train(recipe, resume: bool = False, overwrite: bool = False) -> Path:
     set_seed(recipe.seed)
     method = get_method(recipe.method)
     method.validate(recipe)
+    resolve_gradient_checkpointing(recipe, method)
 
     model, tokenizer = load_model_and_tokenizer(recipe, extra_kwargs=method.load_kwargs(recipe))
     data = prepare(recipe, tokenizer)
