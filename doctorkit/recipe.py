@@ -82,11 +82,11 @@ class QuantizationConfig(Section):  # method: qlora (the frozen base, loaded thr
     compute_dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # matmul dtype; auto: the recipe's dtype
 
 
-class PtuningConfig(Section):
+class PtuningConfig(Section):       # method: ptuning (P-tuning v2: deep key/value prefixes, base frozen)
     pre_seq_len: int = 128           # prefix length: trainable key/value positions in every layer
     prefix_projection: bool = False  # reparameterize through an MLP (x30 trainable params on 6B)
     prefix_hidden_size: int = 512    # MLP width when prefix_projection is on
-    quantization_bits: Optional[Literal[4, 8]] = None  # frozen base in 4 or 8 bit
+    quantization_bits: Optional[Literal[4, 8]] = None  # frozen base in 4 or 8 bit (quantization.* settings)
 
 
 class DpoConfig(Section):
