@@ -68,8 +68,8 @@ def trainer_args(recipe, run_dir: Path, has_eval: bool, dtype: torch.dtype):
         eval_strategy=("steps" if t.eval_steps else "no") if has_eval else "no", eval_steps=t.eval_steps,
         bf16=on_gpu and dtype == torch.bfloat16, fp16=on_gpu and dtype == torch.float16,
         use_cpu=not on_gpu,
-        gradient_checkpointing=recipe.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if recipe.gradient_checkpointing else None,
+        activation_checkpointing=recipe.gradient_checkpointing,  # transformers 5 name for gradient checkpointing
+        activation_checkpointing_kwargs={"use_reentrant": False} if recipe.gradient_checkpointing else None,
         max_length=t.max_seq_len,
         packing=recipe.data.packing, packing_strategy="bfd",
         train_sampling_strategy="group_by_length" if recipe.data.group_by_length and not recipe.data.packing else "random",
