@@ -32,8 +32,10 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def reply(run, history: list[dict], sampling: dict, out=sys.stdout) -> str:
+def reply(run, history: list[dict], sampling: dict, out=None) -> str:
     from doctorkit.generation import generate_stream
+
+    out = out or sys.stdout  # looked up per call: a default bound at import time outlives a replaced stdout
 
     pieces = []
     for piece in generate_stream(run.model, run.tokenizer, history, **sampling):
