@@ -33,9 +33,10 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def reply(run, history: list[dict], sampling: dict, out=sys.stdout, ground=None) -> str:
+def reply(run, history: list[dict], sampling: dict, out=None, ground=None) -> str:
     from doctorkit.generation import generate_stream
 
+    out = out or sys.stdout  # looked up per call: a default bound at import time outlives a replaced stdout
     prompt, hits = ground(history) if ground else (history, [])   # same grounding as training and the demo
     if hits:
         out.write(f"[knowledge: {', '.join(h.entry.name for h in hits)}] ")
