@@ -15,7 +15,8 @@ def test_every_command_module_has_run(name):
 def test_help_lists_commands_and_unknown_command_exits_2(capsys):
     with pytest.raises(SystemExit) as ok:
         main(["--help"])
-    assert ok.value.code == 0 and all(name in capsys.readouterr().out for name in COMMANDS)
+    out = capsys.readouterr().out
+    assert ok.value.code == 0 and all(name in out for name in COMMANDS)
     with pytest.raises(SystemExit) as bad:
         main(["trian"])
     assert bad.value.code == 2 and "unknown command 'trian'" in capsys.readouterr().err
