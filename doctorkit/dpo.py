@@ -69,10 +69,10 @@ def dpo_args(recipe, run_dir: Path, k: int, has_eval: bool, dtype: torch.dtype):
         logging_steps=t.logging_steps, logging_first_step=True,
         save_strategy="steps", save_steps=t.save_steps, save_total_limit=t.save_total_limit,
         eval_strategy=("steps" if t.eval_steps else "no") if has_eval else "no", eval_steps=t.eval_steps,
-        # DPOConfig defaults bf16 and gradient checkpointing on; the recipe decides both, as for SFT
+        # DPOConfig defaults bf16 and gradient checkpointing on; the recipe (or its method) decides both
         bf16=on_gpu and dtype == torch.bfloat16, fp16=on_gpu and dtype == torch.float16, use_cpu=not on_gpu,
-        gradient_checkpointing=recipe.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if recipe.gradient_checkpointing else None,
+        activation_checkpointing=bool(recipe.gradient_checkpointing),  # transformers 5 name
+        activation_checkpointing_kwargs={"use_reentrant": False} if recipe.gradient_checkpointing else None,
         max_length=t.max_seq_len,
         beta=recipe.dpo.beta, loss_type=[recipe.dpo.loss_type],
         dataloader_num_workers=t.num_workers,
@@ -206,14 +206,19 @@ def train_dpo(recipe, resume: bool = False, overwrite: bool = False) -> Path:
     from transformers import AutoTokenizer, set_seed
 
     from doctorkit.data.preference import paths_of, prepare_preferences
-    from doctorkit.methods import get_method
+    from doctorkit.methods import get_method, resolve_gradient_checkpointing
     from doctorkit.model import load_tokenizer
     from doctorkit.recipe import save_recipe
     from doctorkit.rundir import read_metrics
     from doctorkit.train import is_main_process
 
     recipe = resolve_from_run(recipe)
-    get_method("dpo").validate(recipe)
+    method = get_method("dpo")
+    method.validate(recipe)
+    resolve_gradient_checkpointing(recipe, method.base_method(recipe))  # unset: on for qlora, as for SFT
+    if recipe.eval.data:  # a wrong eval file should fail now, not after training
+        from doctorkit.evaluate import check_eval_config
+        check_eval_config(recipe)
     run_dir = Path(recipe.output_dir)
     prepare_dpo_run_dir(run_dir, resume, overwrite)
     set_seed(recipe.seed)
@@ -264,4 +269,7 @@ def train_dpo(recipe, resume: bool = False, overwrite: bool = False) -> Path:
         print(f"run directory: {run_dir}  (DPO loss {metrics['train_loss_first']:.3f} -> {metrics['train_loss_last']:.3f}, "
               f"reward accuracy {metrics['reward_accuracy_first']:.2f} -> {metrics['reward_accuracy_last']:.2f}; "
               f"{METRICS}, {LOSS_PNG}, {ADAPTER}/)")
+        if recipe.eval.data:  # eval.* keys, as after SFT: score the run as users will load it
+            from doctorkit.evaluate import evaluate_after_training, format_summary
+            print(format_summary(evaluate_after_training(run_dir, recipe)))
     return run_dir

@@ -28,7 +28,7 @@ def trained_run(tmp_path_factory):
     from doctorkit.train import train
 
     tmp = tmp_path_factory.mktemp("train")
-    return train(recipe_for(tmp, "train.max_steps=30", "train.save_steps=15", "train.logging_steps=5"))
+    return train(recipe_for(tmp, "train.max_steps=30", "train.batch_size=4", "train.save_steps=15", "train.logging_steps=5"))
 
 
 @pytest.mark.slow
@@ -75,8 +75,8 @@ def test_load_run_matches_trained_weights_and_chat_replies(trained_run, capsys):
 def _train_cli(tmp_path, *extra):
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     args = [sys.executable, "-m", "doctorkit.train", str(QUICKSTART), "--set", f"output_dir={tmp_path}",
-            "--set", f"data.path={ROOT / 'data/sample_zh.jsonl'}", "--set", "train.max_steps=24",
-            "--set", "train.save_steps=8", "--set", "train.logging_steps=4", "--set", "data.val_ratio=0", *extra]
+            "--set", f"data.path={ROOT / 'data/sample_zh.jsonl'}", "--set", "train.max_steps=20", "--set", "train.batch_size=4",
+            "--set", "train.save_steps=4", "--set", "train.logging_steps=2", "--set", "data.val_ratio=0", *extra]
     return args, env
 
 
@@ -90,7 +90,7 @@ def test_resume_after_kill_reaches_same_final_step_and_weights(tmp_path):
     args, env = _train_cli(killed_dir)
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while not (killed_dir / "checkpoints" / "checkpoint-8" / "trainer_state.json").exists():
+    while not (killed_dir / "checkpoints" / "checkpoint-4" / "trainer_state.json").exists():
         assert time.time() < deadline and proc.poll() is None, "no checkpoint before the run ended"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
@@ -99,7 +99,7 @@ def test_resume_after_kill_reaches_same_final_step_and_weights(tmp_path):
     subprocess.run([*args, "--resume"], env=env, check=True, capture_output=True)
 
     full, resumed = (json.loads((d / "metrics.json").read_text()) for d in (full_dir, killed_dir))
-    assert resumed["global_step"] == full["global_step"] == 24
+    assert resumed["global_step"] == full["global_step"] == 20
     a = load_file(full_dir / "adapter" / "adapter_model.safetensors")
     b = load_file(killed_dir / "adapter" / "adapter_model.safetensors")
     for key in a:

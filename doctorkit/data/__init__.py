@@ -68,11 +68,13 @@ def split(conversations: list, ratio: float, seed: int) -> tuple[list, list]:
     return train, [c for i, c in enumerate(conversations) if i in held_out]
 
 
-def tokenize_all(conversations, tokenizer, recipe, report: DataReport, desc: str) -> list[dict]:
+def tokenize_all(conversations, tokenizer, recipe, report: DataReport, desc: str, ground=None) -> list[dict]:
     data = recipe.data
     rows = []
     bar = tqdm(conversations, desc=desc, unit="conv", leave=False, disable=len(conversations) < PROGRESS_FROM)
     for messages in bar:
+        if ground is not None:   # data.knowledge: the same grounding chat and the demo apply when serving
+            messages = ground(messages)[0]
         try:
             result = tokenize_conversation(tokenizer, messages, recipe.train.max_seq_len, data.train_on,
                                            data.overlong)
@@ -106,8 +108,11 @@ def prepare(recipe, tokenizer) -> Prepared:
         train_convs, eval_convs = pool, read_conversations(data, data.val_path, report)[:data.max_samples]
     else:
         train_convs, eval_convs = split(pool, data.val_ratio, recipe.seed)
-    train_rows = tokenize_all(train_convs, tokenizer, recipe, report, "tokenizing train")
-    eval_rows = tokenize_all(eval_convs, tokenizer, recipe, report, "tokenizing eval")
+    from doctorkit.knowledge import KnowledgeSettings, grounder
+    knowledge = KnowledgeSettings.from_data_config(data)
+    ground = grounder(knowledge, tokenizer) if knowledge else None
+    train_rows = tokenize_all(train_convs, tokenizer, recipe, report, "tokenizing train", ground)
+    eval_rows = tokenize_all(eval_convs, tokenizer, recipe, report, "tokenizing eval", ground)
     if not train_rows:
         counts = ", ".join(f"{r} {n}" for r, n in sorted(report.samples_skipped.items())) or "the files hold no records"
         raise DoctorKitError(f"{', '.join(_paths(data.path))}: no usable training conversation ({counts})"

@@ -19,27 +19,9 @@ GREEN, RESET = "\033[32m", "\033[0m"
 
 def _tokenizer_for(recipe):
     """The recipe model's tokenizer (only the tokenizer: previews need no weights)."""
-    try:
-        from doctorkit.model import load_tokenizer
-    except ImportError:  # model.py not there yet: the same resolution, tokenizer only
-        load_tokenizer = _load_tokenizer
+    from doctorkit.model import load_tokenizer
+
     return load_tokenizer(recipe.model, recipe.trust_remote_code)
-
-
-def _load_tokenizer(name: str, trust_remote_code: bool = False):
-    from transformers import AutoTokenizer
-
-    from doctorkit.tiny import BUILTIN_PREFIX, build_tiny
-    if name.startswith(BUILTIN_PREFIX):
-        try:
-            return build_tiny(name[len(BUILTIN_PREFIX):])[1]
-        except ValueError as err:
-            raise DoctorKitError(str(err)) from None
-    try:
-        return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
-    except Exception as err:  # hub/OS/format errors all mean the same thing to the user
-        raise DoctorKitError(f"model '{name}': tokenizer could not be loaded ({str(err).splitlines()[0][:160]}); "
-                             f"pass a local folder with --set model=/path") from None
 
 
 def marked_text(tokenizer, input_ids: list[int], labels: list[int], color: bool) -> str:

@@ -1,20 +1,24 @@
 """DPO's policy: a LoRA adapter (on a 16-bit or a 4-bit base) trained on preference pairs by TRL's DPOTrainer.
 
 The saved adapter is an ordinary LoRA adapter on the recipe's base model, so chat, demo, eval and export load a
-DPO run exactly like a LoRA run. `dpo.base_method: qlora` loads the base in 4 bit: through the qlora method's
-own `load_kwargs`/`wrap` when that method is installed, otherwise through the BitsAndBytesConfig below
-(built from the recipe's `quantization` section, passed via load_model_and_tokenizer's extra_kwargs).
+DPO run exactly like a LoRA run. `dpo.base_method` names the method whose base loading and adapter we use:
+`lora`, or `qlora` (4/8-bit base through the qlora method's load_kwargs / wrap and the `quantization` keys).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from doctorkit.errors import DoctorKitError
-from doctorkit.methods import METHODS, get_method, lora
+from doctorkit.methods import get_method, lora
 
 # TRL 1.16 DPOConfig.loss_type values we can drive from the recipe (exo_pair also needs label_smoothing > 0).
 LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust", "nca_pair", "bco_pair", "sppo_hard", "aot", "aot_unpaired",
               "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
+
+
+def base_method(recipe):
+    """The lora or qlora module: how the base is loaded and the adapter added."""
+    return get_method(recipe.dpo.base_method)
 
 
 def validate(recipe) -> None:
@@ -31,52 +35,29 @@ def validate(recipe) -> None:
     if not 0 < cfg.max_prompt_len < recipe.train.max_seq_len:
         raise DoctorKitError(f"dpo.max_prompt_len ({cfg.max_prompt_len}) must be positive and below "
                              f"train.max_seq_len ({recipe.train.max_seq_len}) to leave room for the replies")
-    lora.validate(recipe)
+    base_method(recipe).validate(recipe)
 
 
-def is_4bit(recipe) -> bool:
+def is_quantized(recipe) -> bool:
     return recipe.dpo.base_method == "qlora"
 
 
 def load_kwargs(recipe) -> dict:
-    if not is_4bit(recipe):
-        return {}
-    if "qlora" in METHODS:
-        return get_method("qlora").load_kwargs(recipe)
-    from transformers import BitsAndBytesConfig
-
-    from doctorkit.model import resolve_dtype
-
-    q = recipe.quantization
-    compute = resolve_dtype(recipe.dtype if q.compute_dtype == "auto" else q.compute_dtype)
-    if q.bits == 8:
-        return {"quantization_config": BitsAndBytesConfig(load_in_8bit=True)}
-    return {"quantization_config": BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type=q.quant_type, bnb_4bit_use_double_quant=q.double_quant,
-        bnb_4bit_compute_dtype=compute)}
-
-
-def _prepare_kbit(model, recipe):
-    from peft import prepare_model_for_kbit_training
-
-    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=recipe.gradient_checkpointing)
+    return base_method(recipe).load_kwargs(recipe)
 
 
 def wrap(model, recipe):
     """A fresh adapter on the base: the DPO start (and, through TRL's frozen copy, the reference) is the base."""
-    if is_4bit(recipe) and "qlora" in METHODS:
-        return get_method("qlora").wrap(model, recipe)
-    if is_4bit(recipe):
-        model = _prepare_kbit(model, recipe)
-    return lora.wrap(model, recipe)
+    return base_method(recipe).wrap(model, recipe)
 
 
 def continue_adapter(model, adapter_dir: Path, recipe):
     """The adapter of an SFT run (or of the previous DPO round), loaded trainable as PEFT's 'default' adapter."""
-    from peft import PeftModel
+    from peft import PeftModel, prepare_model_for_kbit_training
 
-    if is_4bit(recipe):
-        model = _prepare_kbit(model, recipe)
+    if is_quantized(recipe):  # the same preparation qlora.wrap gives a fresh adapter
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(recipe.gradient_checkpointing),
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
     return PeftModel.from_pretrained(model, Path(adapter_dir), is_trainable=True)
 
 
