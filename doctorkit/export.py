@@ -83,7 +83,7 @@ def export_merged(recipe, run_dir: Path, out: Path, dtype_name: str | None) -> P
     from doctorkit.model import resolve_dtype
     from doctorkit.rundir import ADAPTER, TOKENIZER
 
-    quantized = recipe.method == "qlora"
+    quantized = recipe.method == "qlora" or (recipe.method == "dpo" and recipe.dpo.base_method == "qlora")
     model = load_base(recipe, run_dir, quantized)
     if quantized:  # weights as the adapter saw them during training, now in plain 16/32-bit tensors
         model = model.dequantize()
