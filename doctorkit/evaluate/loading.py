@@ -22,7 +22,7 @@ class Target:
 
 def has_adapter(model) -> bool:
     """True for a PEFT model (LoRA, QLoRA, P-tuning v2): its base can be evaluated with the adapter off."""
-    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
+    return callable(getattr(model, "disable_adapter", None))  # PeftModel, and PrefixTunedModel by the same name
 
 
 def load_target(name: str, device: str | None = None) -> Target:

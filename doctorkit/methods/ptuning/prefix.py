@@ -155,6 +155,10 @@ class PrefixTunedModel(nn.Module):
         finally:
             self.prefix_enabled = True
 
+    # The name PEFT models use for the same switch: the demo's compare view and `evaluate --base` call
+    # `model.disable_adapter()` on whatever a run directory loads, LoRA or prefix alike.
+    disable_adapter = disable_prefix
+
     # ------------------------------------------------------------- the prefix ---
     def _inject_prefix(self, module, args, kwargs):
         if args:  # model(input_ids) called positionally
