@@ -44,7 +44,12 @@ VARIANTS = {
     "packing-8bit-adam": {"set": {"data.packing": True, "train.optimizer": "adamw_8bit"}, "rows": True},
     "packing-checkpointing": {"set": {"data.packing": True, "gradient_checkpointing": True}, "rows": True},
     "packing-compile": {"set": {"data.packing": True}, "rows": True, "trainer_extra": {"torch_compile": True}},
+    # TRL's fused LM head instead of the model's own loss on CPU (doctorkit.train.PLAIN_LOSS_ON_CPU)
+    "packing-trl-head": {"set": {"data.packing": True}, "rows": True, "train_flags": {"PLAIN_LOSS_ON_CPU": False}},
 }
+
+
+DEFAULT_STEPS = {"builtin:tiny": 24, "small-llama": 4, "qwen2.5-1.5b-shape": 20, "qwen2.5-7b-shape": 10}
 
 
 def parse_args(argv):
@@ -53,12 +58,15 @@ def parse_args(argv):
     p.add_argument("--method", default="lora", help="lora | qlora (recipe method; both arms)")
     p.add_argument("--variant", action="append", choices=sorted(VARIANTS), help="our configuration(s); default: packing")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--steps", type=int, default=12, help="baseline optimizer steps; the data holds steps x batch samples")
+    p.add_argument("--steps", type=int, help="baseline optimizer steps; the data holds steps x batch samples "
+                   f"(default per model: {DEFAULT_STEPS}, about 15-60 s of training per arm on 2 CPU cores)")
     p.add_argument("--batch-size", type=int, default=8, help="baseline samples per step")
     p.add_argument("--max-seq-len", type=int, default=512)
     p.add_argument("--data", help="conversations file (default: a generated long-tailed mix, bench/data.py)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="recipe override for both arms, e.g. --set gradient_checkpointing=true")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads per arm (OMP_NUM_THREADS); 1 is far faster on a shared, busy machine")
     p.add_argument("--out", help="result JSON (default: bench/results/<machine>-<time>.json)")
     return p.parse_args(argv)
 
@@ -116,8 +124,8 @@ def model_shape(path: str) -> dict:
             model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
     linear = sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear))
     cfg = model.config
-    return {"linear_params": linear, "layers": cfg.num_hidden_layers,
-            "attn_width": cfg.num_attention_heads * getattr(cfg, "head_dim", None) or cfg.hidden_size,
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    return {"linear_params": linear, "layers": cfg.num_hidden_layers, "attn_width": cfg.num_attention_heads * head_dim,
             "params": sum(p.numel() for p in model.parameters())}
 
 
@@ -157,21 +165,23 @@ def base_recipe(args, path: str, data_path: Path) -> dict:
 
 def arm_spec(args, recipe: dict, arm: str, variant: str | None, rows: int) -> dict:
     recipe = json.loads(json.dumps(recipe))
-    extra = {}
+    extra, flags = {}, {}
     if variant:
         spec = VARIANTS[variant]
         recipe = apply_overrides(recipe, [f"{k}={json.dumps(v)}" for k, v in spec["set"].items()])
         if spec.get("rows"):
             recipe["train"]["batch_size"] = rows
-        extra = spec.get("trainer_extra", {})
-    return {"arm": arm, "recipe": recipe, "trainer_extra": extra}
+        extra, flags = spec.get("trainer_extra", {}), spec.get("train_flags", {})
+    return {"arm": arm, "recipe": recipe, "trainer_extra": extra, "train_flags": flags, "threads": args.threads}
 
 
 def run_arm(spec: dict, workdir: Path) -> dict:
+    """Runs one arm in a fresh interpreter and returns its counters (bench/arm.py)."""
     spec_path, out_path = workdir / "spec.json", workdir / "out.json"
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
     out_path.unlink(missing_ok=True)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "TQDM_DISABLE": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "TQDM_DISABLE": "1",
+           "OMP_NUM_THREADS": str(spec["threads"]), "MKL_NUM_THREADS": str(spec["threads"])}
     proc = subprocess.run([sys.executable, "-m", "bench.arm", str(spec_path), str(out_path)], env=env,
                           cwd=Path(__file__).parent.parent, capture_output=True, text=True)
     if proc.returncode != 0 or not out_path.is_file():
@@ -182,25 +192,28 @@ def run_arm(spec: dict, workdir: Path) -> dict:
 
 def summarize(runs: list[dict], flops: float, peak: float) -> dict:
     med = lambda key: statistics.median(r[key] for r in runs)  # noqa: E731
-    wall, cpu = med("train_s"), med("train_cpu_s")
+    wall, steady, cpu = med("train_s"), med("steady_s"), med("train_cpu_s")
     first = runs[0]
-    return {
-        "tokens_per_s": round(statistics.median(r["tokens"] / r["train_s"] for r in runs), 2),
-        "supervised_tokens_per_s": round(statistics.median(r["supervised_tokens"] / r["train_s"] for r in runs), 2),
+    return {  # rates over steady time (first step to the end), see bench/arm.py
+        "tokens_per_s": round(statistics.median(r["tokens"] / r["steady_s"] for r in runs), 2),
+        "supervised_tokens_per_s": round(statistics.median(r["supervised_tokens"] / r["steady_s"] for r in runs), 2),
         "supervised_tokens_per_cpu_s": round(statistics.median(r["supervised_tokens"] / r["train_cpu_s"] for r in runs), 2),
         "padding_share": round(1 - first["tokens"] / first["positions"], 4),
         "tokens": first["tokens"], "supervised_tokens": first["supervised_tokens"], "positions": first["positions"],
         "optimizer_steps": first["steps"],
-        "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
+        "wall_s": round(wall, 3), "steady_s": round(steady, 3), "cpu_s": round(cpu, 3),
         "peak_memory_bytes": int(med("peak_memory_bytes")), "memory_kind": first["memory_kind"],
         "train_memory_bytes": int(med("train_memory_bytes")) if "train_memory_bytes" in first else None,
-        "mfu": round(flops / wall / peak, 5),
-        "repeats": [{k: r[k] for k in ("train_s", "train_cpu_s", "peak_memory_bytes")} for r in runs],
+        "mfu": round(flops / steady / peak, 5),
+        "repeats": [{k: r[k] for k in ("train_s", "steady_s", "train_cpu_s", "peak_memory_bytes")} for r in runs],
     }
 
 
-def bench_model(args, name: str, data_path: Path, peak: float, gpu: str, bar) -> list[dict]:
+def bench_model(args, name: str, data_path: Path | None, peak: float, gpu: str, bar, tmp: Path) -> list[dict]:
     path = model_path(name)
+    steps = args.steps or DEFAULT_STEPS[name]
+    if data_path is None:
+        data_path = write_jsonl(make_conversations(steps * args.batch_size, seed=0), tmp / f"mix-{steps}.jsonl")
     lengths = sample_lengths(path, data_path, args.max_seq_len)
     rows = max(1, round(args.batch_size * statistics.mean(lengths) / args.max_seq_len))
     flops = useful_flops(model_shape(path), lengths)
@@ -244,18 +257,18 @@ def main(argv: list[str] | None = None) -> int:
     args.model = args.model or ["builtin:tiny", "small-llama"]
     args.variant = args.variant or ["packing"]
     started = time.perf_counter()
+    torch.set_num_threads(args.threads)  # the matmul peak is measured with the threads the arms get
     info = machine()
     gpu = info["gpu"] or "cpu"
     peak = matmul_peak_flops()
+    data_path = Path(args.data) if args.data else None
+    if data_path is not None and not data_path.is_file():
+        raise DoctorKitError(f"{data_path}: data file not found")
     with tempfile.TemporaryDirectory(prefix="doctorkit-bench-data-") as tmp:
-        data_path = Path(args.data) if args.data else write_jsonl(
-            make_conversations(args.steps * args.batch_size, seed=0), Path(tmp) / "consultations.jsonl")
-        if not data_path.is_file():
-            raise DoctorKitError(f"{data_path}: data file not found")
         records = []
         with tqdm(total=len(args.model) * args.repeats * (1 + len(args.variant)), desc="bench runs") as bar:
             for name in args.model:
-                records += bench_model(args, name, data_path, peak, gpu, bar)
+                records += bench_model(args, name, data_path, peak, gpu, bar, Path(tmp))
     info["load_avg_end"] = os.getloadavg()
     result = {
         "schema": "doctorkit-bench/1",
