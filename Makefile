@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup quickstart test test-fast clean
+.PHONY: setup quickstart test test-fast clean chromium
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,10 +21,16 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 quickstart: setup
-	$(BIN)/python -m doctorkit.train recipes/quickstart.yaml
+	$(BIN)/python -m doctorkit.train recipes/quickstart.yaml --overwrite
 	$(BIN)/python -m doctorkit.chat runs/quickstart --prompt "医生您好，我最近一周头痛，该怎么办？"
 
-test: setup
+# The demo's browser test drives the system Chromium (Debian package; no Playwright browser download).
+chromium:
+	@test -x /usr/bin/chromium || { test "$$(id -u)" = 0 && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "note: /usr/bin/chromium missing (install it as root: apt-get install -y chromium); browser tests will skip"
+
+test: setup chromium
 	$(BIN)/python -m pytest -q
 
 test-fast: setup

@@ -28,15 +28,20 @@ def parse_args(argv):
     parser.add_argument("run_dir", help="run directory written by doctorkit.train, or an exported model folder")
     parser.add_argument("--prompt", help="ask one question, print the reply, exit")
     parser.add_argument("--system", help="system prompt (default: the recipe's data.system_prompt)")
+    parser.add_argument("--knowledge", help="knowledge-base JSONL to ground answers (default: the recipe's data.knowledge)")
     add_sampling_arguments(parser)
     return parser.parse_args(argv)
 
 
-def reply(run, history: list[dict], sampling: dict, out=sys.stdout) -> str:
+def reply(run, history: list[dict], sampling: dict, out=None, ground=None) -> str:
     from doctorkit.generation import generate_stream
 
+    out = out or sys.stdout  # looked up per call: a default bound at import time outlives a replaced stdout
+    prompt, hits = ground(history) if ground else (history, [])   # same grounding as training and the demo
+    if hits:
+        out.write(f"[knowledge: {', '.join(h.entry.name for h in hits)}] ")
     pieces = []
-    for piece in generate_stream(run.model, run.tokenizer, history, **sampling):
+    for piece in generate_stream(run.model, run.tokenizer, prompt, **sampling):
         pieces.append(piece)
         out.write(piece)
         out.flush()
@@ -48,7 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from doctorkit.rundir import load_run
 
+    from doctorkit.knowledge import KnowledgeSettings, grounder
+    from doctorkit.recipe import DataConfig
+
     run = load_run(args.run_dir)
+    data = run.recipe.data if run.recipe else DataConfig()
+    if args.knowledge:
+        data = data.model_copy(update={"knowledge": args.knowledge})
+    ground = grounder(KnowledgeSettings.from_data_config(data), run.tokenizer)
     sampling = sampling_from_args(args)
     system = args.system or (run.recipe.data.system_prompt if run.recipe else None)
     history: list[dict] = [{"role": "system", "content": system}] if system else []
@@ -56,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.prompt.strip():
             print("error: --prompt is empty", file=sys.stderr)
             return 2
-        reply(run, history + [{"role": "user", "content": args.prompt}], sampling)
+        reply(run, history + [{"role": "user", "content": args.prompt}], sampling, ground=ground)
         return 0
     print(f"chatting with {args.run_dir} — /clear to start over, /exit to leave. Not medical advice.")
     start = list(history)
@@ -76,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         history.append({"role": "user", "content": text})
         print("doctor> ", end="", flush=True)
         try:
-            history.append({"role": "assistant", "content": reply(run, history, sampling)})
+            history.append({"role": "assistant", "content": reply(run, history, sampling, ground=ground)})
         except KeyboardInterrupt:  # stop this reply, keep the conversation
             print("\n(stopped)")
             history.pop()

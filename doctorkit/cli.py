@@ -30,3 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     module = importlib.import_module(COMMANDS[argv[0]][0])
     sys.argv = [f"doctorkit {argv[0]}", *argv[1:]]
     module.run(argv[1:])
+
+
+if __name__ == "__main__":
+    main()

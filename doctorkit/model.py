@@ -34,7 +34,10 @@ def _not_found(name: str, err: Exception) -> DoctorKitError:
 
 def load_tokenizer(name: str, trust_remote_code: bool = False):
     if name.startswith(BUILTIN_PREFIX):
-        return build_tiny(name[len(BUILTIN_PREFIX):])[1]
+        try:
+            return build_tiny(name[len(BUILTIN_PREFIX):])[1]
+        except ValueError as err:
+            raise DoctorKitError(str(err)) from None
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
     except Exception as err:  # OSError, HF hub errors, ValueError for unknown types: all mean "cannot use it"

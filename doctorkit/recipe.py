@@ -45,6 +45,9 @@ class DataConfig(Section):
     packing: bool = False            # pack samples into max_seq_len rows, padding-free (faster)
     group_by_length: bool = True     # without packing: batch similar lengths to cut padding
     knowledge: Optional[str] = None  # knowledge-base JSONL: ground prompts as chat and demo do
+    knowledge_top_k: int = 3         # at most this many knowledge entries per conversation
+    knowledge_budget: int = 400      # max tokens of injected knowledge (the text is cut to fit)
+    knowledge_threshold: float = 6.0  # min retrieval score; below it the prompt stays ungrounded
 
 
 class TrainConfig(Section):
@@ -75,18 +78,18 @@ class LoraConfig(Section):
     use_rslora: bool = False         # rank-stabilized scaling: helps at high rank
 
 
-class QuantizationConfig(Section):
-    bits: Literal[4, 8] = 4
-    quant_type: Literal["nf4", "fp4"] = "nf4"
+class QuantizationConfig(Section):  # method: qlora (the frozen base, loaded through bitsandbytes)
+    bits: Literal[4, 8] = 4          # 4: NF4/FP4 weights (QLoRA); 8: LLM.int8 weights
+    quant_type: Literal["nf4", "fp4"] = "nf4"   # 4-bit data type; NF4 suits normally distributed weights
     double_quant: bool = True        # quantize the quantization constants too (~0.4 bit/param saved)
-    compute_dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    compute_dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # matmul dtype; auto: the recipe's dtype
 
 
-class PtuningConfig(Section):
+class PtuningConfig(Section):       # method: ptuning (P-tuning v2: deep key/value prefixes, base frozen)
     pre_seq_len: int = 128           # prefix length: trainable key/value positions in every layer
     prefix_projection: bool = False  # reparameterize through an MLP (x30 trainable params on 6B)
     prefix_hidden_size: int = 512    # MLP width when prefix_projection is on
-    quantization_bits: Optional[Literal[4, 8]] = None  # frozen base in 4 or 8 bit
+    quantization_bits: Optional[Literal[4, 8]] = None  # frozen base in 4 or 8 bit (quantization.* settings)
 
 
 class DpoConfig(Section):
@@ -113,7 +116,7 @@ class Recipe(Section):
     seed: int = 42
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"   # auto: bf16 if supported, fp16, fp32 on CPU
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: Optional[bool] = None  # recompute activations to save memory; unset: the method decides (on for qlora)
     trust_remote_code: bool = False  # only for models that ship their own code (ChatGLM3 and older)
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)

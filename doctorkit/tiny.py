@@ -77,6 +77,9 @@ def build_config(tokenizer) -> Qwen2Config:
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2,  # GQA, like the real Qwen2.5 / Llama-3 / GLM-4 shapes
         max_position_embeddings=4096, tie_word_embeddings=True,
+        # a wider init than the usual 0.02: with 64-dim tied embeddings the logits otherwise start nearly
+        # uniform and a LoRA-only quickstart barely moves the loss in 80 steps (measured: 7.66->6.86 vs 8.28->3.94)
+        initializer_range=0.15,
         bos_token_id=None, eos_token_id=tokenizer.convert_tokens_to_ids(CHAT_FORMATS["chatml"][2]),
         pad_token_id=tokenizer.pad_token_id,
     )

@@ -33,7 +33,25 @@ def is_main_process() -> bool:
 
 
 def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> str | None:
-    """Returns the checkpoint to resume from, if any; refuses to mix two runs in one directory."""
+    """Returns the checkpoint to resume from, if any; refuses to mix two runs in one directory.
+
+    Under torchrun every rank runs this. All ranks look at the folder before any rank changes it (first
+    barrier), so they all take the same decision and raise the same error; rank 0 alone deletes an old run,
+    and nobody goes on until it is gone (second barrier); only rank 0 writes into it afterwards. Without these, a slow rank could find rank 0's
+    fresh files and refuse, or list a folder rank 0 is deleting.
+    """
+    from accelerate import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available())  # joins torchrun's process group; no-op alone
+    checkpoint = _check_run_dir(run_dir, resume, overwrite)
+    state.wait_for_everyone()
+    if checkpoint is None and overwrite and state.is_main_process and run_dir.exists():
+        shutil.rmtree(run_dir)
+    state.wait_for_everyone()
+    return checkpoint
+
+
+def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> str | None:
     from transformers.trainer_utils import get_last_checkpoint
 
     checkpoints = run_dir / CHECKPOINTS
@@ -46,8 +64,6 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> str | None:
         if not overwrite:
             raise DoctorKitError(f"{run_dir}: already holds a run; use --resume to continue it, --overwrite to "
                                  f"replace it, or --set output_dir=another/folder")
-        if is_main_process():
-            shutil.rmtree(run_dir)
     return None
 
 
@@ -68,8 +84,8 @@ def trainer_args(recipe, run_dir: Path, has_eval: bool, dtype: torch.dtype):
         eval_strategy=("steps" if t.eval_steps else "no") if has_eval else "no", eval_steps=t.eval_steps,
         bf16=on_gpu and dtype == torch.bfloat16, fp16=on_gpu and dtype == torch.float16,
         use_cpu=not on_gpu,
-        gradient_checkpointing=recipe.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if recipe.gradient_checkpointing else None,
+        activation_checkpointing=recipe.gradient_checkpointing,  # transformers 5 name for gradient checkpointing
+        activation_checkpointing_kwargs={"use_reentrant": False} if recipe.gradient_checkpointing else None,
         max_length=t.max_seq_len,
         packing=recipe.data.packing, packing_strategy="bfd",
         train_sampling_strategy="group_by_length" if recipe.data.group_by_length and not recipe.data.packing else "random",
@@ -144,7 +160,7 @@ def train(recipe, resume: bool = False, overwrite: bool = False) -> Path:
     from transformers import set_seed
 
     from doctorkit.data import prepare
-    from doctorkit.methods import get_method
+    from doctorkit.methods import get_method, resolve_gradient_checkpointing
     from doctorkit.model import load_model_and_tokenizer
     from doctorkit.plots import plot_losses
 
@@ -153,6 +169,10 @@ def train(recipe, resume: bool = False, overwrite: bool = False) -> Path:
     set_seed(recipe.seed)
     method = get_method(recipe.method)
     method.validate(recipe)
+    resolve_gradient_checkpointing(recipe, method)
+    if recipe.eval.data:  # a wrong eval file should fail now, not after hours of training
+        from doctorkit.evaluate import check_eval_config
+        check_eval_config(recipe)
 
     model, tokenizer = load_model_and_tokenizer(recipe, extra_kwargs=method.load_kwargs(recipe))
     data = prepare(recipe, tokenizer)
@@ -178,6 +198,11 @@ def train(recipe, resume: bool = False, overwrite: bool = False) -> Path:
         plot_losses(metrics["log_history"], run_dir / LOSS_PNG, title=f"{recipe.method} on {recipe.model}")
         print(f"run directory: {run_dir}  (train loss {metrics['train_loss_first']:.3f} -> "
               f"{metrics['train_loss_last']:.3f}; {METRICS}, {LOSS_PNG}, {ADAPTER}/)")
+        if recipe.eval.data:  # eval.* keys: score the run as users will load it, training copy freed first
+            from doctorkit.evaluate import evaluate_after_training, format_summary
+            del trainer, model
+            torch.cuda.empty_cache()
+            print(format_summary(evaluate_after_training(run_dir, recipe)))
     return run_dir
 
 

@@ -61,3 +61,23 @@ def test_every_shipped_recipe_validates():
         if path.name.startswith("translate"):
             continue  # translate has its own schema, tested in tests/test_translate*.py
         load_recipe(path)
+
+
+def test_every_recipe_key_is_documented():
+    """recipes/README.md names every key of the schema, so the docs cannot drift from the code."""
+    from pathlib import Path
+
+    from doctorkit.recipe import dump_defaults
+
+    doc = (Path(__file__).parent.parent / "recipes" / "README.md").read_text(encoding="utf-8")
+
+    def keys(tree, prefix=""):
+        for name, value in tree.items():
+            path = f"{prefix}{name}"
+            if isinstance(value, dict) and value:
+                yield from keys(value, path + ".")
+            else:
+                yield path
+
+    missing = [k for k in keys(dump_defaults()) if f"`{k}`" not in doc]
+    assert not missing, f"undocumented recipe keys: {missing}"

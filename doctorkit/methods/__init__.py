@@ -4,6 +4,7 @@
     load_kwargs(recipe)              -> extra from_pretrained kwargs (quantization), {} if none
     wrap(model, recipe)              -> trainable model (base frozen)
     load(base_model, run_dir)        -> model with the trained parameters loaded back, for inference
+    GRADIENT_CHECKPOINTING (optional) -> default when the recipe leaves gradient_checkpointing unset
 
 Adding a method means adding one module here and one line to METHODS.
 """
@@ -15,6 +16,8 @@ from doctorkit.errors import DoctorKitError
 
 METHODS = {
     "lora": "doctorkit.methods.lora",
+    "qlora": "doctorkit.methods.qlora",
+    "ptuning": "doctorkit.methods.ptuning",
 }
 
 
@@ -22,3 +25,10 @@ def get_method(name: str):
     if name not in METHODS:
         raise DoctorKitError(f"method '{name}' is not available (available: {', '.join(sorted(METHODS))})")
     return importlib.import_module(METHODS[name])
+
+
+def resolve_gradient_checkpointing(recipe, method) -> bool:
+    """The recipe's choice, or the method's default when unset (on for qlora, off otherwise)."""
+    if recipe.gradient_checkpointing is None:
+        recipe.gradient_checkpointing = getattr(method, "GRADIENT_CHECKPOINTING", False)
+    return recipe.gradient_checkpointing

@@ -1,0 +1,4 @@
+from doctorkit.cost import run
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,153 @@
+"""Recipe -> one estimate: memory breakdown, fitting GPUs, tokens, FLOPs, hours and money, with its assumptions."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from doctorkit.cost.catalog import GPUS, PRICE_SOURCE, Gpu
+from doctorkit.cost.job import Job, job_from_recipe
+from doctorkit.cost.memory import breakdown, peak_bytes, trainable_params
+from doctorkit.cost.shapes import resolve_shape
+from doctorkit.cost.speed import efficiency, flops_per_token
+from doctorkit.cost.tokens import data_tokens, epoch_tokens
+
+GiB = 1024 ** 3
+MAX_BATCH = 4096
+
+
+def max_batch(job: Job, gpu: Gpu) -> int:
+    """Largest per-device batch whose peak fits in the GPU's memory (0: not even batch 1)."""
+    fits = lambda b: peak_bytes(dataclasses.replace(job, batch=b)) <= gpu.memory_bytes  # noqa: E731
+    if not fits(1):
+        return 0
+    low, high = 1, MAX_BATCH
+    while low < high:
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if fits(mid) else (low, mid - 1)
+    return low
+
+
+def what_would_fit(job: Job, memory_bytes: int) -> list[str]:
+    """Recipe changes, one at a time and then all together, with the peak each gives."""
+    changes = []
+    if not job.checkpointing:
+        changes.append(("gradient_checkpointing: true", {"checkpointing": True}))
+    if job.method == "lora" and job.weight_bits >= 16:
+        changes.append(("method: qlora (4-bit base)", {"method": "qlora", "weight_bits": 4, "checkpointing": True}))
+    if job.batch > 1:
+        changes.append(("train.batch_size: 1 (raise train.grad_accum)", {"batch": 1}))
+    if job.seq > 256:
+        changes.append((f"train.max_seq_len: {job.seq // 2}", {"seq": job.seq // 2}))
+    if job.method == "ptuning" and job.weight_bits >= 16:
+        changes.append(("ptuning.quantization_bits: 4", {"weight_bits": 4}))
+    if job.attention == "eager":
+        changes.append(("attn_implementation: sdpa", {"attention": "sdpa"}))
+    advice, combined = [], {}
+    for text, change in changes:
+        combined.update(change)
+        peak = peak_bytes(dataclasses.replace(job, **change))
+        advice.append(f"{text} -> {peak / GiB:.1f} GiB" + (" (fits)" if peak <= memory_bytes else ""))
+    if len(changes) > 1:
+        peak = peak_bytes(dataclasses.replace(job, **combined))
+        advice.append(f"all of these -> {peak / GiB:.1f} GiB" + (" (fits)" if peak <= memory_bytes else
+                      ": still too big; shard across GPUs (DeepSpeed ZeRO-3 / FSDP) or pick a smaller model"))
+    return advice
+
+
+def _data_tokens(recipe, args):
+    """(lengths, how they were counted, samples in the data, whether lengths were measured)."""
+    if args.tokens_per_sample:
+        count = args.samples or 1
+        return [args.tokens_per_sample] * min(count, 10000), f"{args.tokens_per_sample} tokens per sample (given)", False
+    counted = data_tokens(recipe)
+    return counted.lengths, counted.how, True
+
+
+def estimate(recipe, args) -> dict:
+    shape, shape_source = resolve_shape(recipe.model)
+    t = recipe.train
+    lengths, how, measured = _data_tokens(recipe, args)
+    # memory is set by the longest row: a packed row is full; otherwise the longest (truncated) sample
+    seq = t.max_seq_len if (recipe.data.packing or not measured or not lengths) else min(t.max_seq_len, max(lengths))
+    job = job_from_recipe(recipe, shape, seq)
+    parts, transients = breakdown(job)
+    peak = sum(parts.values())
+
+    per_epoch, rows = epoch_tokens(lengths, t.max_seq_len, job.sequences, recipe.data.packing,
+                                   recipe.data.group_by_length, recipe.data.overlong, recipe.seed)
+    samples = args.samples or len(lengths)
+    scale = samples / len(lengths) if lengths else 0.0
+    per_epoch, rows = per_epoch * scale, rows * scale
+    row_len = per_epoch / rows if rows else seq
+    if t.max_steps > 0:
+        tokens = t.max_steps * t.batch_size * t.grad_accum * row_len
+        schedule = f"{t.max_steps} steps x batch {t.batch_size} x grad_accum {t.grad_accum}"
+    else:
+        tokens = per_epoch * t.epochs
+        schedule = f"{t.epochs:g} epoch(s) of {samples:,} samples"
+    tokens = round(tokens)
+    fpt = flops_per_token(job, row_len)
+    flops = fpt * tokens
+
+    rows_out, notes = [], set()
+    for gpu in GPUS:
+        mfu, mfu_note = efficiency(job.method, gpu, args.results)
+        price = args.price_per_hour if (args.gpu and args.price_per_hour is not None) else gpu.usd_per_hour
+        hours = flops / (gpu.peak_tflops * 1e12 * mfu) / 3600
+        rows_out.append({"gpu": gpu.name, "label": gpu.label, "memory_bytes": gpu.memory_bytes,
+                         "fits": peak <= gpu.memory_bytes, "max_batch_size": max_batch(job, gpu),
+                         "peak_tflops": gpu.peak_tflops, "efficiency": mfu, "hours": hours,
+                         "usd_per_hour": price, "usd": hours * price, "efficiency_source": mfu_note})
+        notes.add(mfu_note)
+    if args.gpu:
+        chosen = next(r for r in rows_out if r["gpu"] == args.gpu.name)
+    else:
+        fitting = [r for r in rows_out if r["fits"]]
+        chosen = min(fitting, key=lambda r: (r["usd"], r["hours"])) if fitting else None
+    memory_limit = chosen["memory_bytes"] if (args.gpu and chosen) else max(g.memory_bytes for g in GPUS)
+    advice = what_would_fit(job, memory_limit) if peak > memory_limit or (args.gpu and not chosen["fits"]) else []
+
+    assumptions = [
+        f"model shape from {shape_source}",
+        f"method {job.method}: base stored in {job.weight_bits}-bit"
+        + (" NF4" + (" with double quantization" if job.double_quant else "") if job.weight_bits == 4 else "")
+        + ("; embeddings, lm_head and norms upcast to fp32 by prepare_model_for_kbit_training"
+           if job.weight_bits <= 8 and job.stack.kbit_upcast else ""),
+        f"trainable parameters in fp32 (PEFT keeps adapters in fp32); optimizer {job.optimizer}"
+        + (" (paged: its states can spill to CPU RAM under pressure, counted here in full)" if "paged" in job.optimizer else ""),
+        f"rows of {seq} tokens for memory ("
+        + ("packed rows are full" if recipe.data.packing else
+           "longest sample, truncated at train.max_seq_len" if measured else "train.max_seq_len") + ")"
+        + (", chosen + rejected per pair (DPO)" if job.method == "dpo" else ""),
+        f"gradient checkpointing {'on' if job.checkpointing else 'off'}"
+        + (" (prepare_model_for_kbit_training turns it on for QLoRA)" if job.method == "qlora" else "")
+        + f"; {job.attention} attention" + (" stores seq x seq scores" if job.attention == "eager" else " stores no scores"),
+        "loss: " + {"fused": "TRL's fused LM head (no full logits)",
+                    "full": "full logits + fp32 copies for the loss"}.get(job.stack.loss_head, job.stack.loss_head),
+        f"CUDA context {job.stack.cuda_context_bytes / GiB:.1f} GiB; allocator slack "
+        f"{job.stack.allocator_slack:.0%} of the tensors",
+        f"tokens: {how}" + (f"; scaled to {samples:,} samples" if args.samples and measured else ""),
+        f"FLOPs/token {fpt:.3g}: forward 2N, backward 2N activation gradients through the frozen base (no weight "
+        "gradients), 6x adapter params" + (", +2N recompute" if job.checkpointing else "")
+        + (", +2N reference forward" if job.method == "dpo" else "") + ", causal attention term",
+        *sorted(notes),
+        f"prices: {PRICE_SOURCE}" + (f"; {args.gpu.name} at ${args.price_per_hour}/h (given)"
+                                      if args.gpu and args.price_per_hour is not None else ""),
+    ]
+    return {
+        "recipe": args.recipe, "model": recipe.model, "method": job.method,
+        "shape": dataclasses.asdict(shape), "total_params": shape.total_params,
+        "trainable_params": trainable_params(job),
+        "batch_size": job.batch, "seq_len": seq, "gradient_checkpointing": job.checkpointing,
+        "memory": {k: int(round(v)) for k, v in parts.items()},
+        "transients": {k: int(round(v)) for k, v in transients.items()},
+        "peak_memory_bytes": int(round(peak)),
+        "samples": samples, "tokens_per_epoch": round(per_epoch), "tokens": tokens, "schedule": schedule,
+        "flops_per_token": fpt, "flops": flops,
+        "gpu": chosen["gpu"] if chosen else None, "fits": bool(chosen and chosen["fits"]),
+        "max_batch_size": chosen["max_batch_size"] if chosen else 0,
+        "hours": chosen["hours"] if chosen else None, "usd": chosen["usd"] if chosen else None,
+        "usd_per_hour": chosen["usd_per_hour"] if chosen else None,
+        "efficiency": chosen["efficiency"] if chosen else None,
+        "gpus": rows_out, "advice": advice, "assumptions": assumptions,
+    }

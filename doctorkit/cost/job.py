@@ -1,0 +1,106 @@
+"""What the estimate needs to know about a training job, read from a recipe.
+
+Recipe keys give the method, precision, batch, sequence, LoRA / P-tuning settings and optimizer. The `Stack`
+fields describe the software the recipe runs on (DoctorKit: transformers + PEFT + TRL's SFTTrainer); they are
+not recipe keys, but tests set them to reproduce measurements taken with other frameworks (torchtune, ChatGLM's
+own P-tuning scripts).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from doctorkit.cost.shapes import Shape
+from doctorkit.errors import DoctorKitError
+
+GiB = 1024 ** 3
+
+# PEFT/our names and other frameworks' names for the linear layers of a decoder layer.
+MODULE_NAMES = {
+    "q_proj": ["q"], "k_proj": ["k"], "v_proj": ["v"], "o_proj": ["o"], "output_proj": ["o"],
+    "gate_proj": ["gate"], "up_proj": ["up"], "down_proj": ["down"], "w1": ["gate"], "w3": ["up"], "w2": ["down"],
+    "query_key_value": ["q", "k", "v"], "W_pack": ["q", "k", "v"], "qkv_proj": ["q", "k", "v"],
+    "dense": ["o"], "dense_h_to_4h": ["gate", "up"], "dense_4h_to_h": ["down"], "gate_up_proj": ["gate", "up"],
+}
+EIGHT_BIT_OPTIMIZERS = {"adamw_8bit", "paged_adamw_8bit", "adamw_bnb_8bit", "paged_adam_8bit"}
+
+
+@dataclasses.dataclass
+class Stack:
+    adapter_bytes: int = 4            # PEFT keeps adapter weights in fp32 (autocast_adapter_dtype) -> fp32 grads, states
+    kbit_upcast: bool = True          # prepare_model_for_kbit_training casts non-quantized params (embeddings, lm_head) to fp32
+    quantized_saves_input: bool = True  # bitsandbytes' 4/8-bit matmul keeps its input for backward
+    loss_head: str = "fused"          # fused: TRL's chunked LM head, no full logits; full: logits + fp32 loss copies;
+                                      # bf16_logits: only 16-bit logits kept (compiled chunked loss, torchtune)
+    cuda_context_bytes: int = GiB // 2   # CUDA context + cuBLAS workspace, outside PyTorch's allocator
+    allocator_slack: float = 0.05     # caching-allocator fragmentation over the live tensors
+
+
+@dataclasses.dataclass
+class Job:
+    shape: Shape
+    method: str                       # lora | qlora | ptuning | dpo
+    weight_bits: int                  # 32, 16, 8 or 4: how the frozen base is stored
+    act_bytes: int                    # 2 (bf16/fp16) or 4 (fp32)
+    batch: int
+    seq: int                          # tokens per row (the longest row for memory)
+    checkpointing: bool
+    attention: str                    # sdpa | eager | flash_attention_2
+    optimizer: str = "adamw_torch"
+    double_quant: bool = True
+    lora_r: int = 16
+    lora_targets: tuple[str, ...] = ("q", "k", "v", "o", "gate", "up", "down")
+    lora_dropout: float = 0.0
+    use_dora: bool = False
+    pre_seq_len: int = 0
+    prefix_projection: bool = False
+    prefix_hidden: int = 512
+    stack: Stack = dataclasses.field(default_factory=Stack)
+
+    @property
+    def sequences(self) -> int:       # DPO runs chosen and rejected through the model together
+        return self.batch * (2 if self.method == "dpo" else 1)
+
+    @property
+    def tokens(self) -> int:
+        return self.sequences * self.seq
+
+    @property
+    def uses_lora(self) -> bool:
+        return self.method in ("lora", "qlora", "dpo")
+
+
+def lora_targets(target_modules, shape: Shape) -> tuple[str, ...]:
+    present = shape.linears()
+    if target_modules == "all-linear":   # PEFT: every linear layer except the output head
+        return tuple(present)
+    found = []
+    for name in target_modules:
+        if name not in MODULE_NAMES:
+            raise DoctorKitError(f"lora.target_modules: '{name}' is not a linear layer the estimator knows "
+                                 f"(known: all-linear, {', '.join(MODULE_NAMES)})")
+        found += [g for g in MODULE_NAMES[name] if g in present and g not in found]
+    return tuple(found)
+
+
+def job_from_recipe(recipe, shape: Shape, seq: int, bf16_gpu: bool = True) -> Job:
+    method = recipe.method
+    if method == "qlora":
+        bits = recipe.quantization.bits
+    elif method == "ptuning" and recipe.ptuning.quantization_bits:
+        bits = recipe.ptuning.quantization_bits
+    else:
+        bits = 32 if recipe.dtype == "fp32" else 16
+    act_bytes = 4 if recipe.dtype == "fp32" else 2
+    attention = "sdpa" if recipe.attn_implementation == "auto" else recipe.attn_implementation
+    return Job(
+        shape=shape, method=method, weight_bits=bits, act_bytes=act_bytes,
+        batch=recipe.train.batch_size, seq=seq,
+        # prepare_model_for_kbit_training turns checkpointing on for quantized bases (issue 3: QLoRA has it on)
+        checkpointing=recipe.gradient_checkpointing or method == "qlora",
+        attention=attention, optimizer=recipe.train.optimizer, double_quant=recipe.quantization.double_quant,
+        lora_r=recipe.lora.r, lora_targets=lora_targets(recipe.lora.target_modules, shape),
+        lora_dropout=recipe.lora.dropout, use_dora=recipe.lora.use_dora,
+        pre_seq_len=recipe.ptuning.pre_seq_len if method == "ptuning" else 0,
+        prefix_projection=recipe.ptuning.prefix_projection, prefix_hidden=recipe.ptuning.prefix_hidden_size,
+        stack=Stack(loss_head="full" if method == "dpo" else "fused"),
+    )

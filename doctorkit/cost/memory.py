@@ -1,0 +1,133 @@
+"""Peak GPU memory of one training step, as a sum of named components (bytes).
+
+peak = persistent tensors (weights, trainable parameters, their gradients, optimizer states, P-tuning prefix K/V)
+     + activations saved for backward (all of them, or only each layer's input with gradient checkpointing)
+     + the largest transient of the backward pass (loss head, one recomputed layer, 4-bit dequantized weight)
+     + allocator slack + CUDA context.
+Transient candidates are reported next to the breakdown but only their maximum is summed.
+"""
+from __future__ import annotations
+
+from doctorkit.cost.job import EIGHT_BIT_OPTIMIZERS, Job
+
+NF4_BLOCK = 64          # bitsandbytes 4-bit: one absmax per 64 weights
+DQ_BLOCK = 256          # double quantization: absmax themselves 8-bit, one fp32 scale per 256 of them
+FUSED_TILE = 4096 * 4096  # TRL's fused LM head works on [4096 tokens x vocab chunk] fp32 tiles
+
+
+def weight_bytes(job: Job) -> float:
+    s = job.shape
+    linear = s.layers * s.layer_linear_params
+    rest = s.embedding_params + s.head_params + s.other_params
+    if job.weight_bits >= 16:
+        return (linear + rest) * job.weight_bits / 8
+    if job.weight_bits == 4:
+        constants = (1 / NF4_BLOCK + 4 / (NF4_BLOCK * DQ_BLOCK)) if job.double_quant else 4 / NF4_BLOCK
+        per_weight = 0.5 + constants
+    else:  # LLM.int8: one byte per weight plus an fp32 scale per output row
+        per_weight = 1.0 + 4 / s.hidden
+    # bitsandbytes quantizes only the decoder layers' linears: embeddings, lm_head and norms stay 16-bit,
+    # or become fp32 when prepare_model_for_kbit_training upcasts them.
+    rest_bytes = 4 if job.stack.kbit_upcast else job.act_bytes
+    return linear * per_weight + rest * rest_bytes
+
+
+def trainable_params(job: Job) -> int:
+    s = job.shape
+    if job.uses_lora:
+        linears = s.linears()
+        per_layer = sum(job.lora_r * (linears[t][0] + linears[t][1]) + (linears[t][1] if job.use_dora else 0)
+                        for t in job.lora_targets)
+        return s.layers * per_layer
+    if job.method == "ptuning":
+        prefix_width = s.layers * 2 * s.kv_dim    # a key and a value per layer, GQA width (kv heads x head dim)
+        if job.prefix_projection:                 # embedding -> MLP (hidden -> prefix_hidden -> all layers' K/V)
+            return (job.pre_seq_len * s.hidden + s.hidden * job.prefix_hidden + job.prefix_hidden
+                    + job.prefix_hidden * prefix_width + prefix_width)
+        return job.pre_seq_len * prefix_width
+    return 0
+
+
+def optimizer_bytes_per_param(job: Job) -> float:
+    if job.optimizer in EIGHT_BIT_OPTIMIZERS:
+        return 2.0                              # two 8-bit moments (block scales are noise)
+    if job.optimizer in ("sgd", "adafactor"):
+        return 0.0 if job.optimizer == "sgd" else 1.0
+    return 2.0 * job.stack.adapter_bytes        # Adam: exp_avg + exp_avg_sq in the parameters' dtype
+
+
+def _saves_input(job: Job, target: str) -> bool:
+    quantized = job.weight_bits <= 8 and job.stack.quantized_saves_input
+    return quantized or (job.uses_lora and target in job.lora_targets)
+
+
+def layer_bytes_per_token(job: Job) -> float:
+    """Activations one decoder layer keeps for backward, per token (HF Llama/Qwen-style layer)."""
+    s, a = job.shape, job.act_bytes
+    kv_len = job.seq + job.pre_seq_len
+    total = 2 * 4 * s.hidden                     # two RMSNorms keep their fp32-upcast input
+    groups = {"q": s.hidden, "o": s.q_dim, "up": s.hidden, "down": s.intermediate}  # distinct linear inputs
+    members = {"q": ("q", "k", "v"), "o": ("o",), "up": ("gate", "up"), "down": ("down",)}
+    for group, width in groups.items():
+        savers = [t for t in members[group] if t in s.linears() and _saves_input(job, t)]
+        if not savers:
+            continue
+        if job.uses_lora and job.lora_dropout > 0:   # each LoRA module keeps its own dropout output and mask
+            lora_savers = [t for t in savers if t in job.lora_targets]
+            total += len(lora_savers) * width * (a + 1) + (width * a if len(lora_savers) < len(savers) else 0)
+        else:
+            total += width * a
+    total += a * (2 * s.q_dim + 2 * s.kv_dim)    # attention keeps q, k, v and its output
+    if job.attention == "eager":                 # eager materializes the scores: fp32 softmax + 16-bit copy,
+        total += s.heads * kv_len * (4 + a) + 2 * a * s.q_dim   # and K/V repeated to all heads
+    total += a * s.intermediate * (3 if s.gated_mlp else 1)     # act-fn input, act output, up output
+    return total
+
+
+def loss_head_bytes(job: Job) -> float:
+    logits = job.tokens * job.shape.vocab
+    head_bytes = 4 if (job.weight_bits <= 8 and job.stack.kbit_upcast) else job.act_bytes
+    if job.stack.loss_head == "full":     # logits, their fp32 copy (kept by log_softmax), fp32 gradient
+        return logits * (head_bytes + 4 + 4)
+    if job.stack.loss_head == "bf16_logits":
+        return logits * job.act_bytes
+    return min(job.tokens, 4096) * min(job.shape.vocab, 4096) * 4 * 2   # fused: one tile and its gradient
+
+
+def breakdown(job: Job) -> tuple[dict[str, float], dict[str, float]]:
+    """(components that sum to the peak, transient candidates of which the largest is in the sum)."""
+    s, a, tokens = job.shape, job.act_bytes, job.tokens
+    n_train = trainable_params(job)
+    param_bytes = job.stack.adapter_bytes
+    per_layer = layer_bytes_per_token(job) * tokens
+    final = tokens * s.hidden * (4 + a)          # final norm input + hidden states into the LM head
+    if job.checkpointing:                        # only each layer's input survives; a layer is recomputed
+        activations = s.layers * tokens * s.hidden * a + final
+    else:
+        activations = s.layers * per_layer + final
+    prefix_kv = 0.0
+    if job.method == "ptuning":                  # prefix K/V expanded to the batch, its copy inside attention, grad
+        prefix_kv = 3 * s.layers * 2 * job.pre_seq_len * s.kv_dim * job.sequences * a
+    grads_in_flight = tokens * a * 2 * (s.hidden + s.intermediate)
+    transients = {
+        "loss_head": loss_head_bytes(job),
+        "backward_layer": (per_layer if job.checkpointing else 0) + grads_in_flight,
+    }
+    if job.weight_bits == 4:                     # bitsandbytes dequantizes one weight matrix at a time
+        transients["dequantized_weight"] = max(i * o for i, o in s.linears().values()) * a
+    parts = {
+        "weights": weight_bytes(job),
+        "trainable_params": n_train * param_bytes,
+        "gradients": n_train * param_bytes,
+        "optimizer_states": n_train * optimizer_bytes_per_param(job),
+        "prefix_kv": prefix_kv,
+        "activations": activations,
+        "backward_transient": max(transients.values()),
+    }
+    parts["allocator_slack"] = job.stack.allocator_slack * sum(parts.values())
+    parts["cuda_context"] = job.stack.cuda_context_bytes
+    return parts, transients
+
+
+def peak_bytes(job: Job) -> float:
+    return sum(breakdown(job)[0].values())

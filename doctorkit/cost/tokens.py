@@ -1,0 +1,140 @@
+"""How many tokens one epoch of the recipe's data is, and how long its rows are.
+
+Conversations come from doctorkit.data's readers when that package is installed, else from a small reader of
+our own for the same formats (messages / ShareGPT / Alpaca JSON or JSONL, CSV). Tokens are counted with the
+real tokenizer when it loads offline (builtin:tiny, a local folder, a cached hub model), otherwise estimated
+from characters at the ratios below, plus a few template tokens per message.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import random
+from pathlib import Path
+
+from doctorkit.errors import DoctorKitError
+
+CJK_CHARS_PER_TOKEN = 1.4    # Chinese with Qwen/GLM/Llama-3-sized vocabularies (100k-150k entries)
+OTHER_CHARS_PER_TOKEN = 4.0  # English and code
+TEMPLATE_TOKENS_PER_MESSAGE = 5  # role markers and end-of-turn tokens of a chat template
+
+
+@dataclasses.dataclass
+class DataTokens:
+    lengths: list[int]       # tokens per training sample, before truncation
+    how: str                 # how they were counted
+
+
+def _contents(record) -> list[str]:
+    if isinstance(record, dict):
+        if isinstance(record.get("messages"), list):
+            return [str(m.get("content", "")) for m in record["messages"] if isinstance(m, dict)]
+        if isinstance(record.get("conversations"), list):
+            return [str(m.get("value", "")) for m in record["conversations"] if isinstance(m, dict)]
+        keys = [k for k in ("instruction", "input", "output", "question", "answer") if k in record]
+        if keys:
+            return [str(record[k]) for k in keys if record[k]]
+        return [v for k, v in record.items() if isinstance(v, str) and k not in ("id", "topic", "source")]
+    return [str(record)]
+
+
+def _own_reader(path: Path, data_cfg) -> list[list[str]]:
+    text = path.read_text(encoding="utf-8" if data_cfg.encoding == "auto" else data_cfg.encoding, errors="replace")
+    if path.suffix == ".csv":
+        cols = data_cfg.columns
+        wanted = [c for c in (cols.system, cols.user, cols.assistant) if c]
+        return [[row.get(c) or "" for c in wanted] for row in csv.DictReader(text.splitlines())]
+    if path.suffix == ".json":
+        records = json.loads(text)
+        return [_contents(r) for r in (records if isinstance(records, list) else [records])]
+    out = []
+    for line in text.splitlines():
+        if line.strip():
+            try:
+                out.append(_contents(json.loads(line)))
+            except ValueError:
+                continue  # malformed lines are skipped, as data.on_error: skip does
+    return out
+
+
+def read_samples(recipe) -> list[list[str]]:
+    """Message texts of each training conversation (validation share and max_samples applied)."""
+    paths = [recipe.data.path] if isinstance(recipe.data.path, str) else list(recipe.data.path)
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        raise DoctorKitError(f"data.path: {missing[0]} not found (give --tokens-per-sample with --samples to "
+                             f"estimate without the data)")
+    try:
+        from doctorkit.data import read_conversations   # the project's readers, once installed
+        samples = [[m.get("content", "") for m in conv] for conv in read_conversations(recipe.data, paths)]
+    except ImportError:
+        samples = [texts for p in paths for texts in _own_reader(Path(p), recipe.data)]
+    if recipe.data.max_samples:
+        samples = samples[: recipe.data.max_samples]
+    if recipe.data.val_ratio > 0 and not recipe.data.val_path:
+        samples = samples[: max(1, round(len(samples) * (1 - recipe.data.val_ratio)))]
+    return samples
+
+
+def _load_tokenizer(recipe):
+    if recipe.model == "builtin:tiny":
+        from doctorkit.tiny import build_tokenizer
+        return build_tokenizer(), "the embedded tiny model's tokenizer"
+    try:
+        from transformers import AutoTokenizer
+        tok = AutoTokenizer.from_pretrained(recipe.model, trust_remote_code=recipe.trust_remote_code,
+                                            local_files_only=True)  # never reach for the network
+        return tok, f"{recipe.model}'s tokenizer"
+    except Exception:  # noqa: BLE001 - not available offline: fall back to the character estimate
+        return None, ""
+
+
+def estimate_from_chars(text: str) -> float:
+    cjk = sum(1 for ch in text if "\u2e80" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff")
+    return cjk / CJK_CHARS_PER_TOKEN + (len(text) - cjk) / OTHER_CHARS_PER_TOKEN
+
+
+def data_tokens(recipe) -> DataTokens:
+    """Token lengths of the training samples: exact through doctorkit.data.prepare when the tokenizer (with a
+    chat template) loads offline, else counted or estimated from the conversations' texts."""
+    tokenizer, name = _load_tokenizer(recipe)
+    if tokenizer is not None and getattr(tokenizer, "chat_template", None) and getattr(tokenizer, "is_fast", False):
+        try:
+            from doctorkit.data import prepare
+        except ImportError:
+            prepare = None
+        if prepare is not None:
+            lengths = prepare(recipe, tokenizer).report.lengths
+            return DataTokens(lengths, f"counted with {name} and its chat template (doctorkit.data.prepare)")
+    return count_tokens(read_samples(recipe), tokenizer, name)
+
+
+def count_tokens(samples: list[list[str]], tokenizer=None, name: str = "") -> DataTokens:
+    overhead = lambda texts: TEMPLATE_TOKENS_PER_MESSAGE * len(texts)  # noqa: E731
+    if tokenizer is not None:
+        flat = [t for texts in samples for t in texts]
+        ids = tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else []
+        lengths, i = [], 0
+        for texts in samples:
+            lengths.append(sum(len(x) for x in ids[i:i + len(texts)]) + overhead(texts))
+            i += len(texts)
+        return DataTokens(lengths, f"counted with {name} (+{TEMPLATE_TOKENS_PER_MESSAGE} template tokens per message)")
+    lengths = [math.ceil(sum(estimate_from_chars(t) for t in texts)) + overhead(texts) for texts in samples]
+    return DataTokens(lengths, f"estimated from characters: {CJK_CHARS_PER_TOKEN} Chinese characters or "
+                               f"{OTHER_CHARS_PER_TOKEN:g} other characters per token, +{TEMPLATE_TOKENS_PER_MESSAGE} "
+                               f"template tokens per message (no tokenizer available offline)")
+
+
+def epoch_tokens(lengths: list[int], seq: int, batch: int, packing: bool, group_by_length: bool,
+                 overlong: str = "truncate", seed: int = 42) -> tuple[int, int]:
+    """(tokens the GPU processes in one epoch, padding included; number of rows)."""
+    kept = [min(n, seq) for n in lengths if overlong == "truncate" or n <= seq]
+    if not kept:
+        return 0, 0
+    if packing:   # padding-free rows of up to seq tokens
+        return sum(kept), math.ceil(sum(kept) / seq)
+    order = sorted(kept, reverse=True) if group_by_length else random.Random(seed).sample(kept, len(kept))
+    padded = sum(max(order[i:i + batch]) * len(order[i:i + batch]) for i in range(0, len(order), batch))
+    return padded, len(kept)

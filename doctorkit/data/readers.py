@@ -1,0 +1,215 @@
+"""Read conversation files (JSONL, JSON lists, CSV) in the formats people bring, as lists of chat messages.
+
+Every record comes back with where it was found (`file:line`), so a bad one is reported where the user
+can open it. Formats: messages ({"messages": [{role, content}]}), ShareGPT ({"conversations": [{from,
+value}]}), Alpaca (instruction / input / output, optional history and system) and CSV with a column map.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Iterator
+
+from charset_normalizer import from_bytes
+
+from doctorkit.errors import DoctorKitError
+
+# ShareGPT speaker names seen in the wild, mapped to chat-template roles.
+ROLE_NAMES = {
+    "system": "system",
+    "human": "user", "user": "user",
+    "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant", "bot": "assistant", "model": "assistant",
+}
+CHINESE_ENCODINGS = {"gb2312", "gbk", "gb18030", "hz", "cp936"}
+DETECT_BYTES = 256 * 1024  # enough text to recognise an encoding; detection on the whole file is slow
+
+
+class BadRecord(ValueError):
+    """A record that cannot be read as a conversation; the message says why."""
+
+
+# ------------------------------------------------------------------ text ---
+
+def read_text(path: Path, encoding: str = "auto") -> str:
+    raw = path.read_bytes()
+    if encoding != "auto":
+        try:
+            return raw.decode(encoding)
+        except LookupError:
+            raise DoctorKitError(f"{path}: unknown encoding '{encoding}' (data.encoding)") from None
+        except UnicodeDecodeError as err:
+            raise DoctorKitError(f"{path}: not valid {encoding} at byte {err.start}; "
+                                 f"set data.encoding to the file's encoding or auto") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    sample = raw[:DETECT_BYTES]
+    best = from_bytes(sample).best()
+    guess = best.encoding if best else None
+    # GB2312 and GBK are subsets of GB18030: decoding with the superset never loses a character.
+    guess = "gb18030" if guess in CHINESE_ENCODINGS else guess
+    for name in filter(None, [guess, "gb18030"]):
+        try:
+            return raw.decode(name)
+        except UnicodeDecodeError:
+            continue
+    raise DoctorKitError(f"{path}: cannot tell the text encoding; set data.encoding (e.g. gb18030, utf-8)")
+
+
+# --------------------------------------------------------------- records ---
+
+def iter_json_records(path: Path, text: str) -> Iterator[tuple[str, object]]:
+    """(file:line, parsed record) for a JSON list or JSON Lines; a bad JSONL line yields a BadRecord."""
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        yield from _iter_json_list(path, text)
+        return
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield f"{path}:{number}", json.loads(line)
+        except json.JSONDecodeError as err:
+            yield f"{path}:{number}", BadRecord(f"malformed JSON ({err.msg} at column {err.colno})")
+
+
+def _iter_json_list(path: Path, text: str) -> Iterator[tuple[str, object]]:
+    # raw_decode element by element (not json.loads on the whole list) to know each record's line.
+    decoder = json.JSONDecoder()
+    pos, line, counted = text.index("[") + 1, 1, 0
+
+    def skip_space(p: int) -> int:
+        while p < len(text) and text[p] in " \t\r\n":
+            p += 1
+        return p
+
+    while True:
+        pos = skip_space(pos)
+        if pos < len(text) and text[pos] == "]":
+            return
+        line += text.count("\n", counted, pos)
+        counted = pos
+        try:
+            record, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as err:  # the rest of the list cannot be resynchronised
+            raise DoctorKitError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
+        yield f"{path}:{line}", record
+        pos = skip_space(pos)
+        if pos < len(text) and text[pos] == ",":
+            pos += 1
+        elif pos >= len(text) or text[pos] != "]":
+            raise DoctorKitError(f"{path}:{text.count(chr(10), 0, pos) + 1}: not valid JSON (expected ',' or ']')")
+
+
+def iter_csv_records(path: Path, text: str, columns) -> Iterator[tuple[str, object]]:
+    reader = csv.DictReader(text.splitlines(keepends=True))
+    header = reader.fieldnames or []
+    wanted = {"user": columns.user, "assistant": columns.assistant, "system": columns.system, "id": columns.id}
+    missing = [f"{key}='{name}'" for key, name in wanted.items() if name and name not in header]
+    if missing:
+        raise DoctorKitError(f"{path}:1: CSV has no column {', '.join(missing)} (data.columns); "
+                             f"its columns are: {', '.join(header)}")
+    for row in reader:
+        where = f"{path}:{reader.line_num}"
+        if None in row:  # more cells than header names
+            yield where, BadRecord(f"malformed CSV row ({len(header) + len(row[None])} cells, header has {len(header)})")
+            continue
+        messages = []
+        if columns.system and (row.get(columns.system) or "").strip():
+            messages.append({"role": "system", "content": row[columns.system]})
+        messages.append({"role": "user", "content": row.get(columns.user) or ""})
+        messages.append({"role": "assistant", "content": row.get(columns.assistant) or ""})
+        yield where, {"messages": messages}
+
+
+# --------------------------------------------------------------- formats ---
+
+def detect_format(record: object) -> str | None:
+    if not isinstance(record, dict):
+        return None
+    if "messages" in record:
+        return "messages"
+    if "conversations" in record:
+        return "sharegpt"
+    if "instruction" in record and "output" in record:
+        return "alpaca"
+    return None
+
+
+def to_messages(record: object, fmt: str) -> list[dict]:
+    """The record as [{role, content}, ...]; raises BadRecord naming what is missing."""
+    if not isinstance(record, dict):
+        raise BadRecord(f"expected a JSON object, got {type(record).__name__}")
+    if fmt == "alpaca":
+        return _alpaca(record)
+    key = "conversations" if fmt == "sharegpt" else "messages"
+    turns = record.get(key)
+    if not isinstance(turns, list):
+        raise BadRecord(f"missing '{key}' list ({fmt} format)")
+    messages = []
+    for number, turn in enumerate(turns, 1):
+        if not isinstance(turn, dict):
+            raise BadRecord(f"turn {number} is not an object")
+        # Accept both spellings in both formats: exports mix role/content and from/value freely.
+        speaker = turn.get("role", turn.get("from"))
+        content = turn.get("content", turn.get("value"))
+        role = ROLE_NAMES.get(str(speaker).lower()) if speaker is not None else None
+        if role is None:
+            raise BadRecord(f"turn {number} has unknown role {speaker!r}")
+        if not isinstance(content, str):
+            raise BadRecord(f"turn {number} has no text content")
+        messages.append({"role": role, "content": content})
+    has_system = bool(messages) and messages[0]["role"] == "system"
+    if isinstance(record.get("system"), str) and record["system"].strip() and not has_system:  # ShareGPT variant
+        messages.insert(0, {"role": "system", "content": record["system"]})
+    return messages
+
+
+def _alpaca(record: dict) -> list[dict]:
+    for key in ("instruction", "output"):
+        if not isinstance(record.get(key), str):
+            raise BadRecord(f"missing '{key}' text (alpaca format)")
+    messages = []
+    if isinstance(record.get("system"), str) and record["system"].strip():
+        messages.append({"role": "system", "content": record["system"]})
+    history = record.get("history") or []
+    if not isinstance(history, list):
+        raise BadRecord("'history' must be a list of [question, answer] pairs")
+    for number, pair in enumerate(history, 1):
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+            raise BadRecord(f"history item {number} is not a [question, answer] pair")
+        messages += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
+    extra = record.get("input")
+    prompt = record["instruction"] + (f"\n{extra}" if isinstance(extra, str) and extra.strip() else "")
+    messages += [{"role": "user", "content": prompt}, {"role": "assistant", "content": record["output"]}]
+    return messages
+
+
+def iter_file(path: str | Path, data_cfg) -> Iterator[tuple[str, object]]:
+    """(file:line, messages or BadRecord) for every record of one file, in the recipe's format."""
+    path = Path(path)
+    if not path.is_file():
+        raise DoctorKitError(f"{path}: data file not found (data.path / data.val_path)")
+    text = read_text(path, data_cfg.encoding)
+    fmt = data_cfg.format
+    if fmt == "csv" or (fmt == "auto" and path.suffix.lower() in (".csv", ".tsv")):
+        records = iter_csv_records(path, text, data_cfg.columns)
+        fmt = "messages"
+    else:
+        records = iter_json_records(path, text)
+    for where, record in records:
+        if isinstance(record, BadRecord):
+            yield where, record
+            continue
+        if fmt == "auto":
+            fmt = detect_format(record) or "auto"
+            if fmt == "auto":
+                yield where, BadRecord("cannot detect the format (no 'messages', 'conversations' or "
+                                       "'instruction'/'output'); set data.format")
+                continue
+        try:
+            yield where, to_messages(record, fmt)
+        except BadRecord as err:
+            yield where, err

@@ -1,0 +1,62 @@
+"""What data preparation used, skipped and cut, for the terminal, metrics.json and `data stats`."""
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+
+import numpy as np
+
+MAX_PROBLEMS = 200  # file:line notes kept; a huge broken file should not fill memory with them
+
+
+@dataclasses.dataclass
+class DataReport:
+    samples_used: int = 0                      # training samples after every skip
+    samples_skipped: dict[str, int] = dataclasses.field(default_factory=dict)  # reason -> count (train + eval)
+    train_tokens: int = 0
+    supervised_tokens: int = 0                 # train tokens whose label is not -100
+    eval_samples: int = 0
+    eval_tokens: int = 0
+    truncated: int = 0                         # samples cut to train.max_seq_len (train + eval)
+    lengths: list[int] = dataclasses.field(default_factory=list)       # token lengths of train samples
+    eval_lengths: list[int] = dataclasses.field(default_factory=list)
+    problems: list[str] = dataclasses.field(default_factory=list)      # "file:line: reason", first ones
+
+    def skip(self, reason: str, where: str | None = None, detail: str | None = None) -> None:
+        counts = Counter(self.samples_skipped)
+        counts[reason] += 1
+        self.samples_skipped = dict(counts)
+        if where and len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(f"{where}: {detail or reason}")
+
+    @property
+    def skipped_total(self) -> int:
+        return sum(self.samples_skipped.values())
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["length_percentiles"] = percentiles(self.lengths)
+        out["eval_length_percentiles"] = percentiles(self.eval_lengths)
+        return out
+
+    def summary(self) -> str:
+        skipped = ", ".join(f"{reason} {n}" for reason, n in sorted(self.samples_skipped.items())) or "none"
+        p = percentiles(self.lengths)
+        lines = [
+            f"data: {self.samples_used} train samples ({self.train_tokens:,} tokens, "
+            f"{self.supervised_tokens:,} supervised), {self.eval_samples} eval samples",
+            f"data: skipped {self.skipped_total} ({skipped}); truncated {self.truncated}",
+            f"data: train lengths p50 {p['p50']}, p90 {p['p90']}, p99 {p['p99']}, max {p['max']} tokens",
+        ]
+        lines += [f"  {note}" for note in self.problems[:5]]
+        if self.skipped_total > 5 and len(self.problems) > 5:
+            lines.append(f"  ... {self.skipped_total - 5} more skipped (python -m doctorkit.data stats RECIPE)")
+        return "\n".join(lines)
+
+
+def percentiles(lengths: list[int]) -> dict[str, int]:
+    if not lengths:
+        return {"p50": 0, "p90": 0, "p99": 0, "max": 0}
+    values = np.percentile(np.asarray(lengths), [50, 90, 99])
+    return {"p50": int(round(values[0])), "p90": int(round(values[1])), "p99": int(round(values[2])),
+            "max": int(max(lengths))}

@@ -1,0 +1,142 @@
+"""Export a run for serving: `python -m doctorkit.export RUN_DIR --out DIR [--merged]`.
+
+LoRA / QLoRA: the adapter is merged into the base weights and DIR is a standalone Hugging Face model folder
+(config, safetensors weights, tokenizer with its chat template): `AutoModelForCausalLM.from_pretrained(DIR)`
+works with no PEFT and no DoctorKit, and so do vLLM, TGI, llama.cpp converters, chat and the demo.
+QLoRA trained against the 4-bit base, so that base is loaded in 4 bit as in training and dequantized to
+16/32 bit before merging: the merged model computes what the adapter model computed.
+
+P-tuning v2 cannot be merged (its prefix adds attention positions, not weight deltas): DIR gets the prefix,
+the tokenizer and a small loader (load_ptuning.py + ptuning_prefix.py) that attaches it to the base model.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from doctorkit.errors import DoctorKitError, cli_main
+
+PTUNING_LOADER = '''"""Load this P-tuning v2 export (written by doctorkit.export): base model + trained prefix, ready to generate.
+
+    from load_ptuning import load
+    model, tokenizer = load()                 # the base model named in prefix/prefix_config.json
+    model, tokenizer = load("/path/to/base")  # or a local copy of it (or an already loaded model)
+
+Needs torch, transformers and safetensors; the prefix code is ptuning_prefix.py next to this file.
+"""
+import json
+from pathlib import Path
+
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from ptuning_prefix import load_prefix_model
+
+HERE = Path(__file__).resolve().parent
+
+
+def load(base=None, **from_pretrained_kwargs):
+    if base is None:
+        base = json.loads((HERE / "prefix" / "prefix_config.json").read_text(encoding="utf-8"))["base_model"]
+    if isinstance(base, (str, Path)):
+        base = AutoModelForCausalLM.from_pretrained(base, **from_pretrained_kwargs)
+    model = load_prefix_model(base, HERE / "prefix").eval()
+    model.config.use_cache = True  # the prefix lives in the cache during generation
+    return model, AutoTokenizer.from_pretrained(HERE)
+'''
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m doctorkit.export", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", help="run directory written by doctorkit.train")
+    parser.add_argument("--out", required=True, help="folder to write (must not exist or be empty)")
+    parser.add_argument("--merged", action="store_true",
+                        help="require a merged standalone model (the default for LoRA/QLoRA; P-tuning cannot be merged)")
+    parser.add_argument("--dtype", choices=["auto", "bf16", "fp16", "fp32"], default=None,
+                        help="dtype of the merged weights (default: the run's dtype)")
+    return parser.parse_args(argv)
+
+
+def _empty_out(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DoctorKitError(f"{out}: already exists and is not empty; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def load_base(recipe, run_dir: Path, quantized: bool):
+    """The run's base model, with the run directory named in the error when it is gone."""
+    from doctorkit.methods import get_method
+    from doctorkit.model import load_model_and_tokenizer
+
+    extra = get_method(recipe.method).load_kwargs(recipe) if quantized else None
+    try:
+        model, _ = load_model_and_tokenizer(recipe, for_training=False, extra_kwargs=extra)
+    except DoctorKitError as err:
+        raise DoctorKitError(f"{run_dir}: the run's base model is missing — {err}") from None
+    return model
+
+
+def export_merged(recipe, run_dir: Path, out: Path, dtype_name: str | None) -> Path:
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    from doctorkit.model import resolve_dtype
+    from doctorkit.rundir import ADAPTER, TOKENIZER
+
+    quantized = recipe.method == "qlora"
+    model = load_base(recipe, run_dir, quantized)
+    if quantized:  # weights as the adapter saw them during training, now in plain 16/32-bit tensors
+        model = model.dequantize()
+    model = PeftModel.from_pretrained(model, run_dir / ADAPTER).merge_and_unload()
+    model = model.to(resolve_dtype(dtype_name or recipe.dtype))
+    _empty_out(out)
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(run_dir / TOKENIZER).save_pretrained(out)
+    print(f"exported {recipe.method} run {run_dir} merged into {recipe.model}: {out} "
+          f"(standalone: AutoModelForCausalLM.from_pretrained('{out}'), no PEFT needed)")
+    return out
+
+
+def export_prefix(recipe, run_dir: Path, out: Path) -> Path:
+    from doctorkit.methods.ptuning import prefix
+    from doctorkit.rundir import ADAPTER, TOKENIZER
+
+    _empty_out(out)
+    shutil.copytree(run_dir / ADAPTER, out / "prefix")
+    for item in (run_dir / TOKENIZER).iterdir():
+        shutil.copy2(item, out / item.name)
+    shutil.copy2(prefix.__file__, out / "ptuning_prefix.py")
+    (out / "load_ptuning.py").write_text(PTUNING_LOADER, encoding="utf-8")
+    print(f"P-tuning v2 cannot be merged into the weights (the prefix adds attention positions, not weight "
+          f"changes). Wrote the prefix, tokenizer and a loader to {out}: `from load_ptuning import load` "
+          f"attaches it to the base model {recipe.model}.")
+    return out
+
+
+def export(run_dir: str | Path, out: str | Path, merged: bool = False, dtype: str | None = None) -> Path:
+    from doctorkit.rundir import read_run_recipe
+
+    run_dir, out = Path(run_dir), Path(out)
+    recipe = read_run_recipe(run_dir)
+    if recipe.method == "ptuning":
+        if merged:
+            raise DoctorKitError(f"{run_dir}: a P-tuning v2 run cannot be exported --merged (its prefix adds "
+                                 f"attention positions, not weight changes); drop --merged to export prefix + loader")
+        return export_prefix(recipe, run_dir, out)
+    if not (run_dir / "adapter" / "adapter_config.json").is_file():  # LoRA-family (PEFT) adapters merge
+        raise DoctorKitError(f"{run_dir}: its adapter/ is not a PEFT LoRA adapter; cannot merge method '{recipe.method}'")
+    return export_merged(recipe, run_dir, out, dtype)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    export(args.run_dir, args.out, merged=args.merged, dtype=args.dtype)
+    return 0
+
+
+def run(argv: list[str] | None = None) -> None:
+    cli_main(main, argv)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,73 @@
+"""P-tuning v2 method (`method: ptuning`): the recipe side of doctorkit.methods.ptuning.prefix.
+
+Only the prefix is trained and saved (RUN_DIR/adapter/prefix_config.json + prefix.safetensors); the base may
+be loaded in 4 or 8 bit (ptuning.quantization_bits) since it is never updated.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from doctorkit.errors import DoctorKitError
+from doctorkit.methods.ptuning.prefix import PrefixConfig, PrefixTunedModel, load_prefix_model
+
+GRADIENT_CHECKPOINTING = False  # works with our prefix cache; recipes/ptuning.yaml turns it on for memory
+
+
+def validate(recipe) -> None:
+    cfg = recipe.ptuning
+    if cfg.pre_seq_len <= 0:
+        raise DoctorKitError(f"ptuning.pre_seq_len must be a positive number of prefix positions, got {cfg.pre_seq_len}")
+    if cfg.prefix_projection and cfg.prefix_hidden_size <= 0:
+        raise DoctorKitError(f"ptuning.prefix_hidden_size must be positive, got {cfg.prefix_hidden_size}")
+    if recipe.data.packing:
+        # A packed row holds several conversations; one prefix at the row start would be visible only to the
+        # first of them in spirit and to all of them in the mask. Unpacked rows keep the method exact.
+        raise DoctorKitError("method ptuning trains without packing (each sample needs its own prefix); "
+                             "set data.packing=false")
+    if cfg.quantization_bits:
+        from doctorkit.methods.quantized import require_bnb
+
+        require_bnb("ptuning.quantization_bits", cfg.quantization_bits)
+
+
+def load_kwargs(recipe) -> dict:
+    bits = recipe.ptuning.quantization_bits
+    if not bits:
+        return {}
+    from doctorkit.methods.quantized import bnb_config, compute_dtype
+
+    q = recipe.quantization  # 4-bit data type / double quant / compute dtype shared with qlora
+    return {"quantization_config": bnb_config(bits, compute_dtype(q.compute_dtype, recipe.dtype),
+                                              q.quant_type, q.double_quant)}
+
+
+def prefix_config(model, recipe) -> PrefixConfig:
+    cfg = recipe.ptuning
+    try:
+        return PrefixConfig.for_model(model.config, cfg.pre_seq_len, cfg.prefix_projection, cfg.prefix_hidden_size,
+                                      base_model=recipe.model)
+    except AttributeError as err:  # remote-code models (ChatGLM3 and older) name their shapes differently
+        raise DoctorKitError(f"method ptuning: model '{recipe.model}' has no standard attention shape in its "
+                             f"config ({err}); use a native transformers model (Qwen2.5/3, GLM-4, Llama-3)") from None
+
+
+def wrap(model, recipe):
+    validate(recipe)
+    model = PrefixTunedModel(model, prefix_config(model, recipe))
+    if recipe.ptuning.prefix_projection:
+        warn_projection(model)
+    return model
+
+
+def warn_projection(model) -> None:
+    cfg = model.prefix_config
+    plain = cfg.pre_seq_len * cfg.num_layers * 2 * cfg.width
+    trained = sum(p.numel() for p in model.prefix_encoder.parameters())
+    warnings.warn(f"ptuning.prefix_projection: {trained:,} trainable parameters instead of {plain:,} "
+                  f"(x{trained / plain:.1f}); on a 6B model the MLP multiplies them about 30x. "
+                  f"Turn it off unless small data makes training unstable.", stacklevel=2)
+
+
+def load(base_model, run_dir: Path):
+    return load_prefix_model(base_model, Path(run_dir) / "adapter")

@@ -1,0 +1,38 @@
+"""QLoRA: the frozen base in 4-bit NF4 (double-quantized constants) or 8-bit via bitsandbytes, LoRA on every
+linear layer on top, gradient checkpointing on by default, optional 8-bit / paged AdamW (train.optimizer).
+
+The LoRA part is the lora method's own config; this module only adds how the base is loaded and prepared.
+"""
+from __future__ import annotations
+
+from peft import prepare_model_for_kbit_training
+
+from doctorkit.methods import lora
+from doctorkit.methods.quantized import bnb_config, compute_dtype, require_bnb
+
+GRADIENT_CHECKPOINTING = True  # default when the recipe leaves gradient_checkpointing unset: QLoRA is about memory
+
+
+def validate(recipe) -> None:
+    lora.validate(recipe)
+    require_bnb("quantization.bits", recipe.quantization.bits)
+
+
+def load_kwargs(recipe) -> dict:
+    q = recipe.quantization
+    return {"quantization_config": bnb_config(q.bits, compute_dtype(q.compute_dtype, recipe.dtype),
+                                              q.quant_type, q.double_quant)}
+
+
+def wrap(model, recipe):
+    validate(recipe)
+    # Casts norms/embeddings to fp32 for stable training over quantized weights and, when asked, turns on
+    # non-reentrant gradient checkpointing (reentrant checkpointing drops gradients of a frozen input).
+    model = prepare_model_for_kbit_training(
+        model, use_gradient_checkpointing=bool(recipe.gradient_checkpointing),
+        gradient_checkpointing_kwargs={"use_reentrant": False})
+    return lora.wrap(model, recipe)
+
+
+def load(base_model, run_dir):
+    return lora.load(base_model, run_dir)

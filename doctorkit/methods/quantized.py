@@ -1,0 +1,48 @@
+"""bitsandbytes loading shared by QLoRA and 4/8-bit P-tuning: one config builder, one clear backend check."""
+from __future__ import annotations
+
+import importlib
+
+import torch
+
+from doctorkit.errors import DoctorKitError
+
+
+def bnb_backend_problem() -> str | None:
+    """Why bitsandbytes cannot quantize on this machine, or None when it can.
+
+    Checked up front so a missing or CPU-less/GPU-less build is one sentence, not a stack trace from deep
+    inside from_pretrained. bitsandbytes >= 0.46 lists the torch devices its compiled backends support.
+    """
+    try:
+        bnb = importlib.import_module("bitsandbytes")
+    except Exception as err:  # ImportError, or a broken native library raising RuntimeError/OSError
+        return f"bitsandbytes is not importable ({type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''})"
+    supported = set(getattr(bnb, "supported_torch_devices", set()))
+    available = {"cpu"} | ({"cuda"} if torch.cuda.is_available() else set())
+    if not supported & available:
+        version = getattr(bnb, "__version__", "?")
+        return f"bitsandbytes {version} has no backend for {', '.join(sorted(available))} (it supports: {', '.join(sorted(supported)) or 'nothing'})"
+    return None
+
+
+def require_bnb(key: str, bits: int) -> None:
+    problem = bnb_backend_problem()
+    if problem:
+        raise DoctorKitError(f"{key}={bits}: {bits}-bit loading needs a working bitsandbytes, but {problem}; "
+                             f"install bitsandbytes>=0.46 (pip install -U bitsandbytes) or use method: lora")
+
+
+def compute_dtype(name: str, model_dtype: str) -> torch.dtype:
+    from doctorkit.model import resolve_dtype
+
+    return resolve_dtype(model_dtype if name == "auto" else name)
+
+
+def bnb_config(bits: int, compute: torch.dtype, quant_type: str = "nf4", double_quant: bool = True):
+    from transformers import BitsAndBytesConfig
+
+    if bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_type,
+                              bnb_4bit_use_double_quant=double_quant, bnb_4bit_compute_dtype=compute)
