@@ -85,6 +85,8 @@ def test_packed_forward_matches_token_by_token_and_needs_no_cache(tmp_path):
             logits[0, :-1][keep], labels[keep], reduction="none")
         packed = per_token(model(**inputs, use_cache=False).logits)
         with_cache = per_token(model(**inputs, use_cache=True).logits)
-    assert torch.allclose(packed, alone, atol=1e-5)
+    # bfd packing reorders samples (longest first), so compare the multisets of per-token losses
+    alone = alone.sort().values
+    assert torch.allclose(packed.sort().values, alone, atol=1e-5)
     # the pitfall this guards against: with a cache, transformers skips the block-diagonal mask
-    assert (with_cache - alone).abs().max() > 1e-3
+    assert (with_cache.sort().values - alone).abs().max() > 1e-3
