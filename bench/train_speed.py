@@ -49,14 +49,15 @@ VARIANTS = {
 }
 
 
-DEFAULT_STEPS = {"builtin:tiny": 24, "small-llama": 4, "qwen2.5-1.5b-shape": 20, "qwen2.5-7b-shape": 10}
+DEFAULT_STEPS = {"builtin:tiny": 48, "small-llama": 4, "qwen2.5-1.5b-shape": 20, "qwen2.5-7b-shape": 10}
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m bench.train_speed", description=__doc__.splitlines()[0])
     p.add_argument("--model", action="append", choices=MODEL_NAMES, help="repeatable; default: builtin:tiny and small-llama")
     p.add_argument("--method", default="lora", help="lora | qlora (recipe method; both arms)")
-    p.add_argument("--variant", action="append", choices=sorted(VARIANTS), help="our configuration(s); default: packing")
+    p.add_argument("--variant", action="append", choices=sorted(VARIANTS),
+                   help="our configuration(s); default: group_by_length (the recipe default) and packing")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--steps", type=int, help="baseline optimizer steps; the data holds steps x batch samples "
                    f"(default per model: {DEFAULT_STEPS}, about 15-60 s of training per arm on 2 CPU cores)")
@@ -112,8 +113,9 @@ def matmul_peak_flops() -> float:
 
 # -------------------------------------------------------------------------------------- model flops ---
 
-def model_shape(path: str) -> dict:
-    """Linear weights (matmul parameters, LM head included) and attention shape, from the config alone."""
+def model_shape(path: str, lora_r: int) -> dict:
+    """Matmul parameters (decoder linears + LM head), LoRA parameters on every decoder linear
+    (target_modules all-linear) and the attention shape, from the config alone."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     if path.startswith("builtin:"):
@@ -122,20 +124,30 @@ def model_shape(path: str) -> dict:
     else:
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
-    linear = sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear))
+    head = model.get_output_embeddings()
+    decoder = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not head]
     cfg = model.config
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    return {"linear_params": linear, "layers": cfg.num_hidden_layers, "attn_width": cfg.num_attention_heads * head_dim,
+    return {"decoder_linear": sum(m.in_features * m.out_features for m in decoder),
+            "head": head.in_features * head.out_features,
+            "lora": sum(lora_r * (m.in_features + m.out_features) for m in decoder),
+            "layers": cfg.num_hidden_layers, "attn_width": cfg.num_attention_heads * head_dim,
             "params": sum(p.numel() for p in model.parameters())}
 
 
-def useful_flops(shape: dict, lengths: list[int]) -> float:
-    """Model FLOPs of one LoRA epoch (the MFU numerator): frozen base, so forward 2N + input-gradients 2N
-    per token; causal attention 2*width*l^2 per layer forward, x3 with backward. Padding, recompute
-    (checkpointing) and the small LoRA matmuls are not useful work and are not counted."""
-    tokens = sum(lengths)
-    attention = 6 * shape["layers"] * shape["attn_width"] * sum(l * l for l in lengths)
-    return 4 * shape["linear_params"] * tokens + attention
+def useful_flops(shape: dict, lengths: list[int], checkpointing: bool) -> float:
+    """FLOPs of one LoRA epoch, counted as doctorkit.cost.speed.flops_per_token does so that our `mfu`
+    calibrates the cost estimator: frozen base, forward 2N + input gradients 2N per token (N = decoder
+    linears + LM head), causal attention A = 2*2*layers*width*l/2 per token forward and 2A backward,
+    adapters 6 x their parameters, and a second decoder forward with gradient checkpointing. Padding is
+    not counted: it is not useful work."""
+    tokens, squares = sum(lengths), sum(l * l for l in lengths)
+    n_all = shape["decoder_linear"] + shape["head"]
+    attention_fwd = 2 * shape["layers"] * shape["attn_width"] * squares  # summed over the tokens
+    total = 4 * n_all * tokens + 3 * attention_fwd + 6 * shape["lora"] * tokens
+    if checkpointing:
+        total += 2 * shape["decoder_linear"] * tokens + attention_fwd
+    return total
 
 
 def sample_lengths(path: str, data_path: Path, max_seq_len: int) -> list[int]:
@@ -216,8 +228,8 @@ def bench_model(args, name: str, data_path: Path | None, peak: float, gpu: str, 
         data_path = write_jsonl(make_conversations(steps * args.batch_size, seed=0), tmp / f"mix-{steps}.jsonl")
     lengths = sample_lengths(path, data_path, args.max_seq_len)
     rows = max(1, round(args.batch_size * statistics.mean(lengths) / args.max_seq_len))
-    flops = useful_flops(model_shape(path), lengths)
     recipe = base_recipe(args, path, data_path)
+    flops = useful_flops(model_shape(path, recipe["lora"]["r"]), lengths, bool(recipe.get("gradient_checkpointing")))
     arms = [("baseline", None)] + [("ours", v) for v in args.variant]
     runs = {arm: [] for arm in arms}
     with tempfile.TemporaryDirectory(prefix="doctorkit-bench-") as tmp:
@@ -230,7 +242,7 @@ def bench_model(args, name: str, data_path: Path | None, peak: float, gpu: str, 
     for arm, variant in arms:
         figures = baseline if arm == "baseline" else summarize(runs[(arm, variant)], flops, peak)
         record = {"gpu": gpu, "model": name, "method": args.method, "arm": arm, "variant": variant or "padding-random",
-                  "seq_len": args.max_seq_len,
+                  "seq_len": args.max_seq_len, "gradient_checkpointing": bool(recipe.get("gradient_checkpointing")),
                   "batch": rows if variant and VARIANTS[variant].get("rows") else args.batch_size,
                   "samples": len(lengths), "model_flops": flops, **figures}
         if arm == "ours":
@@ -255,7 +267,7 @@ def print_table(records: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.model = args.model or ["builtin:tiny", "small-llama"]
-    args.variant = args.variant or ["packing"]
+    args.variant = args.variant or ["group_by_length", "packing"]  # the recipe default, and packing
     started = time.perf_counter()
     torch.set_num_threads(args.threads)  # the matmul peak is measured with the threads the arms get
     info = machine()

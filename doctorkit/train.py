@@ -97,8 +97,8 @@ def trainer_args(recipe, run_dir: Path, has_eval: bool, dtype: torch.dtype):
 
 
 # On a CPU, TRL's fused LM head falls back to a torch loop that scores every position and also computes
-# entropy and top-1 over the whole vocabulary: bench/train_speed.py measured it 1.3-1.8x slower per token
-# than the model's own cross-entropy there. On GPUs (Triton) it scores only supervised positions without
+# entropy and top-1 over the whole vocabulary: with it, packed training of builtin:tiny ran 1.7x slower
+# than with the model's own cross-entropy (bench/results/cpu-switches-tiny.json). On GPUs (Triton) it scores only supervised positions without
 # materializing the logits, which is what saves memory on 150k-token vocabularies, so it stays on.
 PLAIN_LOSS_ON_CPU = True
 
