@@ -96,6 +96,30 @@ def trainer_args(recipe, run_dir: Path, has_eval: bool, dtype: torch.dtype):
     )
 
 
+# On a CPU, TRL's fused LM head falls back to a torch loop that scores every position and also computes
+# entropy and top-1 over the whole vocabulary: with it, packed training of builtin:tiny ran 1.7x slower
+# than with the model's own cross-entropy (bench/results/cpu-switches-tiny.json). On GPUs (Triton) it scores only supervised positions without
+# materializing the logits, which is what saves memory on 150k-token vocabularies, so it stays on.
+PLAIN_LOSS_ON_CPU = True
+
+
+def make_trainer(**kwargs):
+    from transformers import Trainer
+    from trl import SFTTrainer
+
+    class DoctorKitSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if not (PLAIN_LOSS_ON_CPU and self.args.use_cpu and model.training):
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            inputs["use_cache"] = False  # a cache would turn off packed-sequence isolation (tests/test_packing.py)
+            mask = inputs.get("attention_mask")  # padding-free batches have none: every position is a token
+            self._total_train_tokens += int(mask.sum()) if mask is not None else inputs["input_ids"].numel()
+            self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
+            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+
+    return DoctorKitSFTTrainer(**kwargs)
+
+
 def peak_memory_bytes() -> int:
     if torch.cuda.is_available():
         return int(torch.cuda.max_memory_allocated())
@@ -134,7 +158,6 @@ def collect_metrics(trainer, report, runtime_s: float, model) -> dict:
 
 def train(recipe, resume: bool = False, overwrite: bool = False) -> Path:
     from transformers import set_seed
-    from trl import SFTTrainer
 
     from doctorkit.data import prepare
     from doctorkit.methods import get_method, resolve_gradient_checkpointing
@@ -162,8 +185,8 @@ def train(recipe, resume: bool = False, overwrite: bool = False) -> Path:
 
     model = method.wrap(model, recipe)
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / TB)
-    trainer = SFTTrainer(model=model, args=trainer_args(recipe, run_dir, data.eval is not None, model.dtype),
-                         train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer)
+    trainer = make_trainer(model=model, args=trainer_args(recipe, run_dir, data.eval is not None, model.dtype),
+                           train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer)
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=checkpoint)
     runtime = time.perf_counter() - started

@@ -52,8 +52,12 @@ def _read_results(results_dir: Path) -> list[dict]:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        for item in data if isinstance(data, list) else [data]:
-            if isinstance(item, dict) and isinstance(item.get("mfu"), (int, float)) and item["mfu"] > 0:
+        # bench/train_speed.py writes {"machine": ..., "results": [one record per arm]}
+        items = data.get("results", [data]) if isinstance(data, dict) else data
+        for item in items if isinstance(items, list) else []:
+            if not isinstance(item, dict) or str(item.get("gpu", "")).lower() == "cpu":
+                continue  # CPU runs say nothing about a GPU's efficiency
+            if isinstance(item.get("mfu"), (int, float)) and item["mfu"] > 0:
                 records.append(item)
     return records
 
