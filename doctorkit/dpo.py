@@ -58,27 +58,10 @@ def round_data_path(recipe, k: int) -> str | None:
 def dpo_args(recipe, run_dir: Path, k: int, has_eval: bool, dtype: torch.dtype):
     from trl import DPOConfig
 
-    t, on_gpu = recipe.train, torch.cuda.is_available()
-    return DPOConfig(
-        output_dir=str(run_dir / CHECKPOINTS / f"round-{k}"),
-        max_steps=t.max_steps, num_train_epochs=t.epochs,
-        per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size,
-        gradient_accumulation_steps=t.grad_accum,
-        learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler, warmup_steps=t.warmup_ratio,
-        weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, optim=t.optimizer,
-        logging_steps=t.logging_steps, logging_first_step=True,
-        save_strategy="steps", save_steps=t.save_steps, save_total_limit=t.save_total_limit,
-        eval_strategy=("steps" if t.eval_steps else "no") if has_eval else "no", eval_steps=t.eval_steps,
-        # DPOConfig defaults bf16 and gradient checkpointing on; the recipe (or its method) decides both
-        bf16=on_gpu and dtype == torch.bfloat16, fp16=on_gpu and dtype == torch.float16, use_cpu=not on_gpu,
-        activation_checkpointing=bool(recipe.gradient_checkpointing),  # transformers 5 name
-        activation_checkpointing_kwargs={"use_reentrant": False} if recipe.gradient_checkpointing else None,
-        max_length=t.max_seq_len,
-        beta=recipe.dpo.beta, loss_type=[recipe.dpo.loss_type],
-        dataloader_num_workers=t.num_workers,
-        report_to=["tensorboard"], seed=recipe.seed, data_seed=recipe.seed,
-        ddp_find_unused_parameters=False,
-    )
+    from doctorkit.train import shared_training_args
+
+    return DPOConfig(**shared_training_args(recipe, run_dir / CHECKPOINTS / f"round-{k}", has_eval, dtype),
+                     beta=recipe.dpo.beta, loss_type=[recipe.dpo.loss_type])
 
 
 def build_trainer(recipe, run_dir: Path, k: int, start_adapter: Path | None, data, tokenizer):

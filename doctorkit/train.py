@@ -67,13 +67,12 @@ def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> str | None:
     return None
 
 
-def trainer_args(recipe, run_dir: Path, has_eval: bool, dtype: torch.dtype):
-    from trl import SFTConfig
-
+def shared_training_args(recipe, output_dir: Path, has_eval: bool, dtype: torch.dtype) -> dict:
+    """TrainingArguments every stage (SFT, DPO) takes from the recipe's train section, in one place."""
     t = recipe.train
     on_gpu = torch.cuda.is_available()
-    return SFTConfig(
-        output_dir=str(run_dir / CHECKPOINTS),
+    return dict(
+        output_dir=str(output_dir),
         max_steps=t.max_steps, num_train_epochs=t.epochs,
         per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size,
         gradient_accumulation_steps=t.grad_accum,
@@ -82,17 +81,26 @@ def trainer_args(recipe, run_dir: Path, has_eval: bool, dtype: torch.dtype):
         logging_steps=t.logging_steps, logging_first_step=True,
         save_strategy="steps", save_steps=t.save_steps, save_total_limit=t.save_total_limit,
         eval_strategy=("steps" if t.eval_steps else "no") if has_eval else "no", eval_steps=t.eval_steps,
-        bf16=on_gpu and dtype == torch.bfloat16, fp16=on_gpu and dtype == torch.float16,
-        use_cpu=not on_gpu,
-        activation_checkpointing=recipe.gradient_checkpointing,  # transformers 5 name for gradient checkpointing
+        # explicit, because DPOConfig defaults to bf16 and checkpointing on: the recipe (or its method) decides
+        bf16=on_gpu and dtype == torch.bfloat16, fp16=on_gpu and dtype == torch.float16, use_cpu=not on_gpu,
+        activation_checkpointing=bool(recipe.gradient_checkpointing),  # transformers 5 name for gradient checkpointing
         activation_checkpointing_kwargs={"use_reentrant": False} if recipe.gradient_checkpointing else None,
         max_length=t.max_seq_len,
-        packing=recipe.data.packing, packing_strategy="bfd",
-        train_sampling_strategy="group_by_length" if recipe.data.group_by_length and not recipe.data.packing else "random",
         dataloader_num_workers=t.num_workers,
         report_to=["tensorboard"], seed=recipe.seed, data_seed=recipe.seed,
-        remove_unused_columns=True, dataset_num_proc=None,
         ddp_find_unused_parameters=False,
+    )
+
+
+def trainer_args(recipe, run_dir: Path, has_eval: bool, dtype: torch.dtype):
+    from trl import SFTConfig
+
+    data = recipe.data
+    return SFTConfig(
+        **shared_training_args(recipe, run_dir / CHECKPOINTS, has_eval, dtype),
+        packing=data.packing, packing_strategy="bfd",
+        train_sampling_strategy="group_by_length" if data.group_by_length and not data.packing else "random",
+        remove_unused_columns=True, dataset_num_proc=None,
     )
 
 
