@@ -117,13 +117,17 @@ def corpus_text() -> str:
     return "\n".join(parts)
 
 
-def main(argv: list[str] | None = None) -> int:
-    out = Path((argv or sys.argv[1:] or ["data/sample_zh.jsonl"])[0])
+def write_jsonl(rows: list[dict], argv: list[str] | None, default: str, what: str) -> int:
+    """Write generated sample rows to argv[0] (or the default path), one JSON object a line."""
+    out = Path((argv or sys.argv[1:] or [default])[0])
     out.parent.mkdir(parents=True, exist_ok=True)
-    rows = generate()
     out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    print(f"wrote {len(rows)} conversations to {out}")
+    print(f"wrote {len(rows)} {what} to {out}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return write_jsonl(generate(), argv, "data/sample_zh.jsonl", "conversations")
 
 
 if __name__ == "__main__":

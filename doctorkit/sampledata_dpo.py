@@ -7,12 +7,9 @@ prompt) so the sample also exercises them. Written for DoctorKit; illustrative, 
 """
 from __future__ import annotations
 
-import json
 import random
-import sys
-from pathlib import Path
 
-from doctorkit.sampledata import ASKS, CLOSERS, CONDITIONS, DURATIONS, OPENERS, WHO
+from doctorkit.sampledata import ASKS, CLOSERS, CONDITIONS, DURATIONS, OPENERS, WHO, write_jsonl
 
 # Careless or unsafe replies a doctor would not give: dismissing, self-medicating, stopping treatment.
 CARELESS = [
@@ -66,12 +63,7 @@ def generate(n: int = 80, seed: int = 7) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    out = Path((argv or sys.argv[1:] or ["data/dpo_sample_zh.jsonl"])[0])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    rows = generate()
-    out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    print(f"wrote {len(rows)} preference pairs to {out}")
-    return 0
+    return write_jsonl(generate(), argv, "data/dpo_sample_zh.jsonl", "preference pairs")
 
 
 if __name__ == "__main__":

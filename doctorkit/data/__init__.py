@@ -44,9 +44,7 @@ def read_conversations(data_cfg, path, report: DataReport | None = None) -> list
     for one_path in _paths(path):
         for where, item in iter_file(one_path, data_cfg):
             if isinstance(item, BadRecord):
-                if data_cfg.on_error == "fail":
-                    raise DoctorKitError(f"{where}: {item} (data.on_error: fail; use skip to count and go on)")
-                report.skip("malformed", where, str(item))
+                report.malformed(where, str(item), data_cfg.on_error)
                 continue
             reason = check_conversation(item)
             if reason:

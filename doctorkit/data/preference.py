@@ -122,9 +122,7 @@ def read_pairs(path: str | Path, recipe, tokenizer, report: DataReport) -> list[
         try:
             pair = to_pair(record)
         except BadRecord as err:
-            if data.on_error == "fail":
-                raise DoctorKitError(f"{where}: {err} (data.on_error: fail; use skip to count and go on)") from None
-            report.skip("malformed", where, str(err))
+            report.malformed(where, str(err), data.on_error)
             continue
         reason = check_pair(pair)
         if reason:

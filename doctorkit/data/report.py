@@ -29,6 +29,13 @@ class DataReport:
         if where and len(self.problems) < MAX_PROBLEMS:
             self.problems.append(f"{where}: {detail or reason}")
 
+    def malformed(self, where: str, detail: str, on_error: str) -> None:
+        """A record that cannot be read: counted and skipped, or the one-line error `data.on_error: fail` asks for."""
+        if on_error == "fail":
+            from doctorkit.errors import DoctorKitError
+            raise DoctorKitError(f"{where}: {detail} (data.on_error: fail; use skip to count and go on)")
+        self.skip("malformed", where, detail)
+
     @property
     def skipped_total(self) -> int:
         return sum(self.samples_skipped.values())
