@@ -7,19 +7,17 @@ from typing import Iterator
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-# Tokens that end an assistant turn in the families we support; only those in the vocabulary are used.
-TURN_TERMINATORS = ["<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>", "<|user|>", "<|observation|>",
-                    "<|end|>", "</s>"]
+from doctorkit.data.masking import turn_terminators
 
 
 def stop_token_ids(model, tokenizer) -> list[int]:
+    """Generation stops on the same end-of-turn tokens that training supervises (data.masking)."""
     ids = set()
     configured = getattr(model.generation_config, "eos_token_id", None)
     ids.update(configured if isinstance(configured, list) else [configured] if configured is not None else [])
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
-    vocab = tokenizer.get_vocab()
-    ids.update(vocab[t] for t in TURN_TERMINATORS if t in vocab)
+    ids.update(tokenizer.convert_tokens_to_ids(t) for t in turn_terminators(tokenizer))
     return sorted(ids)
 
 
