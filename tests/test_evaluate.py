@@ -133,10 +133,15 @@ def test_fake_scorers_all_correct_and_shuffled(tiny, tmp_path):
 
 
 def test_mcq_generate_mode_parses_letters():
-    assert mcq.parse_letter("答案是 B。", {"A": 1, "B": 2}) == "B"
-    assert mcq.parse_letter("B", {"A": 1, "B": 2}) == "B"
-    assert mcq.parse_letter("Because 甲", {"A": 1, "B": 2}) is None  # letters inside words do not count
-    assert mcq.parse_letter("E", {"A": 1, "B": 2}) is None
+    from doctorkit.evaluate.choices import parse_letters
+    assert parse_letters("答案是 B。", {"A": 1, "B": 2}) == "B"
+    assert parse_letters("B", {"A": 1, "B": 2}) == "B"
+    assert parse_letters("Because 甲", {"A": 1, "B": 2}) is None  # letters inside words do not count
+    assert parse_letters("E", {"A": 1, "B": 2}) is None
+    letters = {k: 1 for k in "ABCDE"}
+    assert parse_letters("A 和 C 都不对……\n答案：A、C、D", letters) == "ACD"  # the last marker decides
+    assert parse_letters("I think the answer is B", letters) == "B"
+    assert parse_letters("分析：肺炎。\n故选 DB", letters) == "BD"
 
 
 def test_evaluate_after_training_records_in_metrics_json(run_dir, tmp_path):

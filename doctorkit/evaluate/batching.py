@@ -71,3 +71,31 @@ def continuation_logprobs(model, tokenizer, pairs: list[tuple[list[int], list[in
                 results[i] = logprobs[row, positions, targets].tolist()
             bar.update(len(batch))
     return results
+
+
+def sample_replies(model, tokenizer, conversations: list[list[dict]], samples: int, max_new_tokens: int = 256,
+                   batch_size: int = 8, temperature: float = 0.7, top_p: float = 0.9, seed: int = 0,
+                   desc: str = "sampling") -> list[list[str]]:
+    """`samples` sampled replies per conversation (self-consistency). Seeded, so a rerun samples the same chains
+    on the same machine; every chain is returned so the caller can keep it beside the vote."""
+    encoded = [prompt_ids(tokenizer, conv) for conv in conversations]
+    replies: list[list[str]] = [[] for _ in conversations]
+    kwargs = sampling_kwargs(temperature=temperature, top_p=top_p, repetition_penalty=1.0, max_new_tokens=max_new_tokens)
+    stops = stop_token_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        with tqdm(total=len(conversations), desc=desc, unit="sample") as bar, padding_side(tokenizer, "left"):
+            for batch in _batches_by_length([len(e) for e in encoded], max(1, batch_size // samples)):
+                inputs = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt").to(model.device)
+                with torch.inference_mode():
+                    output = model.generate(**inputs, eos_token_id=stops, pad_token_id=pad_id, use_cache=True,
+                                            num_return_sequences=samples, **kwargs)
+                new_tokens = output[:, inputs["input_ids"].shape[1]:]
+                for row, tokens in enumerate(new_tokens):  # rows come grouped: samples per prompt
+                    replies[batch[row // samples]].append(tokenizer.decode(tokens, skip_special_tokens=True).strip())
+                bar.update(len(batch))
+    finally:
+        torch.random.set_rng_state(generator_state)
+    return replies

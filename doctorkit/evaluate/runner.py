@@ -38,7 +38,7 @@ def evaluate_model(model, tokenizer, data, task: str, out_dir, base: bool = Fals
     options = options or EvalOptions()
     if base and not has_adapter(model):
         raise DoctorKitError(f"--base: {label} has no adapter to switch off (give a LoRA / QLoRA / P-tuning run directory)")
-    loaded = task_module.load(data, max_samples)
+    loaded = task_module.load(data, max_samples, options)
     started = time.perf_counter()
     was_training = model.training
     model.eval()
@@ -78,11 +78,11 @@ def evaluate_model(model, tokenizer, data, task: str, out_dir, base: bool = Fals
 def evaluate(target: str, data, task: str, out_dir=None, base: bool = False, options: EvalOptions | None = None,
              max_samples: int | None = None, device: str | None = None) -> dict:
     """Python API: load a run directory / model folder / model name, evaluate it, return the summary."""
-    if not Path(data).is_file():
+    if not Path(data).exists():
         raise DoctorKitError(f"{data}: evaluation data file not found")
-    get_task(task).load(data, max_samples=1)  # wrong file for the task: say so before loading a large model
-    loaded = load_target(target, device)
     options = options or EvalOptions()
+    get_task(task).load(data, 1, options)  # wrong file for the task: say so before loading a large model
+    loaded = load_target(target, device)
     if options.system_prompt is None:
         options.system_prompt = loaded.system_prompt
     out_dir = out_dir or default_out_dir(loaded, task, data)

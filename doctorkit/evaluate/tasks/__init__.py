@@ -3,7 +3,7 @@
 Each task module provides:
 
     SUMMARY                                   one line for --help
-    load(path, max_samples) -> Loaded          items to score + skipped records (`file:line: reason`)
+    load(path, max_samples, options) -> Loaded  items to score + skipped records (`file:line: reason`)
     predict(model, tokenizer, items, options, scorer=None) -> list[dict]
                                               one JSON-able record per item (written to predictions.jsonl)
     score(records) -> dict                    metrics computed ONLY from the records, so they can be recounted
@@ -29,6 +29,14 @@ class EvalOptions:
     system_prompt: Optional[str] = None   # added to conversations without one (the run's data.system_prompt)
     mcq_mode: str = "loglik"         # loglik: argmax option log-likelihood; generate: parse the generated letter
     mcq_score: str = "letter"        # loglik target: "letter" (log P(letter)) or "text" (mean log P of option text)
+    exam_format: str = "auto"        # mcq: exam layout (doctorkit/evaluate/exams), detected from the file
+    shots: int = 0                   # mcq: solved dev questions put before each question
+    shots_from: Optional[str] = None  # mcq: dev/validation file or folder the shots come from
+    cot: bool = False                # mcq: chain-of-thought prompt, answer read after "答案："
+    samples: int = 1                 # mcq: sampled chains per question, majority vote (self-consistency)
+    temperature: float = 0.7         # mcq --samples: sampling temperature
+    seed: int = 0                    # mcq --samples: sampling seed (reruns sample the same chains)
+    multi_threshold: Optional[float] = None  # mcq loglik, multi-answer: option probability to choose (default 1/n)
 
     def as_dict(self) -> dict:
         return asdict(self)

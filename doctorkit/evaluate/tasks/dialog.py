@@ -42,7 +42,7 @@ def to_item(record: dict) -> dict:
     return {"prompt": context, "reference": reference}
 
 
-def load(path, max_samples=None):
+def load(path, max_samples=None, options=None):
     return load_items(path, max_samples, to_item, looks_like_dialog, "dialog records (messages / conversations)")
 
 

@@ -1,63 +1,56 @@
-"""Multiple-choice exams (CMExam / CMMLU / MedQA style): {"question", "options": {"A": ...}, "answer", "subject"?}.
+"""Multiple-choice exams: CMB, CMExam, MedQA, MedMCQA, CMMLU, C-Eval as published, or our JSONL
+({"question", "options": {"A": ...}, "answer": "B" | "ACD", "subject"?}); layouts in doctorkit/evaluate/exams/.
 
 Scoring (`--mcq-mode`):
   loglik    (default) every option is scored by its log-likelihood as the start of the assistant's reply to
-            the question with all options listed; the prediction is the argmax. `--mcq-score letter` scores
-            the option letter (sum of its tokens' log-probs; one token in all templates we ship), `text`
-            the option's own text (mean log-prob per token, so long options are not penalised).
-  generate  the model answers greedily and the first standalone option letter in its reply is the prediction
-            (no letter: counted wrong, pred null).
-Accuracy comes with a 95% Wilson interval, overall and per subject.
+            the question with all options listed. Single-answer: the argmax. Multi-answer: every option whose
+            softmax probability over the options is at least --multi-threshold (default 1/n), and at least
+            the two best (choices.choose_several). `--mcq-score letter` scores the option letter, `text` the
+            option's own text (mean log-prob per token, so long options are not penalised).
+  generate  the model answers and the letters it names are the prediction (choices.parse_letters; none:
+            counted wrong, pred null). `--cot` asks for reasoning first and reads the letters after "答案：";
+            `--samples N` samples N chains and takes the majority vote (every chain kept in the record).
+`--shots K --shots-from DEV` puts K solved dev questions (same subject first) before each question.
+Metrics: exact-set accuracy with a 95% Wilson interval, partial credit (choices.credit), each overall,
+by question type (single / multi) and per subject.
 """
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 
-from doctorkit.evaluate.batching import continuation_logprobs, generate_replies, prompt_ids
+from doctorkit.errors import DoctorKitError
+from doctorkit.evaluate.batching import continuation_logprobs, generate_replies, prompt_ids, sample_replies
+from doctorkit.evaluate.choices import choose_several, credit, parse_letters, pick_shots, question_messages, vote
 from doctorkit.evaluate.metrics import accuracy_with_ci
-from doctorkit.evaluate.records import load_items
 
-SUMMARY = "multiple-choice exams scored by option log-likelihood (or generated letter); accuracy with 95% CI"
-HEADLINE = ["accuracy"]
-INSTRUCTION = "以下是一道医学单项选择题，请只回答正确选项的字母。"
-_LETTER = re.compile(r"(?<![A-Za-z])([A-Z])(?![A-Za-z])")
+SUMMARY = "multiple-choice exams (CMB, CMExam, MedQA, MedMCQA, CMMLU, C-Eval, JSONL), single and multi-answer"
+HEADLINE = ["accuracy", "partial_credit"]
+COT_TOKENS = 256  # room for a reasoning chain when --max-new-tokens is left at its default
 
 
-def looks_like_mcq(record) -> bool:
-    return isinstance(record, dict) and "question" in record and "options" in record
+def load(path, max_samples=None, options=None):
+    from doctorkit.evaluate.exams import read_exam
+    return read_exam(path, getattr(options, "exam_format", "auto"), max_samples)
 
 
-def to_item(record: dict) -> dict:
-    question = str(record.get("question") or "").strip()
-    options = record.get("options")
-    if isinstance(options, list):  # ["text A", "text B", ...] -> letters in order
-        options = {chr(ord("A") + i): text for i, text in enumerate(options)}
-    if not question:
-        raise ValueError("empty question")
-    if not isinstance(options, dict) or len(options) < 2:
-        raise ValueError("'options' must map at least two letters to their text")
-    options = {str(k).strip().upper(): str(v).strip() for k, v in options.items()}
-    answer = str(record.get("answer") or "").strip().upper()
-    if answer not in options:
-        raise ValueError(f"answer '{answer}' is not one of the options {', '.join(options)}")
-    return {"question": question, "options": options, "answer": answer, "subject": record.get("subject")}
+def shots_for(items, options) -> dict:
+    if not options.shots:
+        return {}
+    if not options.shots_from:
+        raise DoctorKitError("--shots needs --shots-from DEV (a dev/validation file or folder; test items are never used as shots)")
+    dev = load(options.shots_from, None, options).items
+    return pick_shots(dev, items, options.shots)
 
 
-def load(path, max_samples=None):
-    return load_items(path, max_samples, to_item, looks_like_mcq, "multiple-choice records (question / options)")
+def conversations_of(items, options, shots) -> list[list[dict]]:
+    return [question_messages(item, options.system_prompt, shots.get(item.get("subject"), []), options.cot)
+            for item in items]
 
 
-def question_messages(item: dict, system_prompt: str | None = None) -> list[dict]:
-    listed = "\n".join(f"{letter}. {text}" for letter, text in item["options"].items())
-    messages = [{"role": "user", "content": f"{INSTRUCTION}\n\n{item['question']}\n{listed}\n答案："}]
-    return ([{"role": "system", "content": system_prompt}] if system_prompt else []) + messages
-
-
-def loglik_scores(model, tokenizer, items, options, desc="mcq") -> list[dict]:
+def loglik_scores(model, tokenizer, conversations, items, options, desc="mcq") -> list[dict]:
     pairs, owners = [], []
-    for n, item in enumerate(items):
-        context = prompt_ids(tokenizer, question_messages(item, options.system_prompt))
+    for n, (item, conversation) in enumerate(zip(items, conversations)):
+        context = prompt_ids(tokenizer, conversation)
         for letter, text in item["options"].items():
             target = letter if options.mcq_score == "letter" else text
             pairs.append((context, tokenizer.encode(target, add_special_tokens=False)))
@@ -70,49 +63,66 @@ def loglik_scores(model, tokenizer, items, options, desc="mcq") -> list[dict]:
     return scores
 
 
-def parse_letter(reply: str, letters) -> str | None:
-    for found in _LETTER.findall(reply.upper()):
-        if found in letters:
-            return found
-    return None
+def from_scores(item, option_scores, options) -> str:
+    if item.get("multi"):
+        return choose_several(option_scores, options.multi_threshold)
+    best = max(option_scores.values())
+    return next(letter for letter, value in option_scores.items() if value == best)
+
+
+def chains_for(model, tokenizer, conversations, options, desc) -> list[list[str]]:
+    """The replies each question gets in generate mode: one greedy chain, or --samples sampled ones."""
+    budget = options.max_new_tokens if options.cot else min(options.max_new_tokens, 16)
+    if options.samples > 1:
+        return sample_replies(model, tokenizer, conversations, options.samples, budget, options.batch_size,
+                              options.temperature, seed=options.seed, desc=desc)
+    replies = generate_replies(model, tokenizer, conversations, budget, options.batch_size,
+                               options.repetition_penalty, desc=desc)
+    return [[reply] for reply in replies]
 
 
 def predict(model, tokenizer, items, options, scorer=None, desc="mcq") -> list[dict]:
     """`scorer(model, tokenizer, items, options) -> [{letter: score}]` replaces the model's scoring (tests)."""
-    replies = [None] * len(items)
-    if scorer is not None:
-        scores = scorer(model, tokenizer, items, options)
-    elif options.mcq_mode == "generate":
-        conversations = [question_messages(item, options.system_prompt) for item in items]
-        replies = generate_replies(model, tokenizer, conversations, min(options.max_new_tokens, 16),
-                                   options.batch_size, options.repetition_penalty, desc=desc)
-        scores = []
-        for item, reply in zip(items, replies):
-            chosen = parse_letter(reply, item["options"])
-            scores.append({letter: float(letter == chosen) for letter in item["options"]})
+    shots = shots_for(items, options)
+    conversations = conversations_of(items, options, shots)
+    generate = scorer is None and (options.mcq_mode == "generate" or options.cot or options.samples > 1)
+    if generate:
+        chains = chains_for(model, tokenizer, conversations, options, desc)
     else:
-        scores = loglik_scores(model, tokenizer, items, options, desc=desc)
+        scores = scorer(model, tokenizer, items, options) if scorer else loglik_scores(model, tokenizer, conversations, items, options, desc)
     records = []
-    for item, option_scores, reply in zip(items, scores, replies):
-        best = max(option_scores.values())
-        winners = [letter for letter, value in option_scores.items() if value == best]
-        # a generated reply without a letter scores all options 0: no prediction rather than a free guess
-        pred = None if options.mcq_mode == "generate" and scorer is None and best == 0 else winners[0]
-        record = {"id": item["id"], "subject": item["subject"], "gold": item["answer"], "pred": pred,
-                  "correct": pred == item["answer"], "scores": {k: round(v, 6) for k, v in option_scores.items()}}
-        if reply is not None:
-            record["reply"] = reply
+    for n, item in enumerate(items):
+        record = {"id": item["id"], "subject": item.get("subject"), "type": "multi" if item.get("multi") else "single",
+                  "gold": item["answer"]}
+        if generate:
+            record["chains"] = [{"reply": reply, "pred": parse_letters(reply, item["options"])} for reply in chains[n]]
+            record["pred"] = vote([c["pred"] for c in record["chains"]])
+        else:
+            record["scores"] = {k: round(v, 6) for k, v in scores[n].items()}
+            record["pred"] = from_scores(item, scores[n], options)
+        record["correct"] = record["pred"] == item["answer"]
+        record["credit"] = credit(record["pred"], item["answer"])
+        if shots:
+            record["shots"] = [shot["id"] for shot in shots.get(item.get("subject"), [])]
         records.append(record)
     return records
 
 
-def score(records: list[dict]) -> dict:
+def _scores(records: list[dict]) -> dict:
     metrics = accuracy_with_ci([r["correct"] for r in records])
+    metrics["partial_credit"] = round(sum(r["credit"] for r in records) / len(records), 4) if records else 0.0
+    return metrics
+
+
+def score(records: list[dict]) -> dict:
+    metrics = _scores(records)
     metrics["unanswered"] = sum(1 for r in records if r["pred"] is None)
-    by_subject = defaultdict(list)
+    by_type, by_subject = defaultdict(list), defaultdict(list)
     for r in records:
+        by_type[r.get("type", "single")].append(r)
         if r.get("subject"):
-            by_subject[r["subject"]].append(r["correct"])
+            by_subject[r["subject"]].append(r)
+    metrics["by_type"] = {kind: _scores(rows) for kind, rows in sorted(by_type.items())}
     if by_subject:
-        metrics["per_subject"] = {subject: accuracy_with_ci(hits) for subject, hits in sorted(by_subject.items())}
+        metrics["per_subject"] = {subject: _scores(rows) for subject, rows in sorted(by_subject.items())}
     return metrics
