@@ -3,6 +3,8 @@
 preview  prints rendered samples with the supervised (loss-bearing) text marked 【like this】
          (green instead on a terminal, unless --plain).
 stats    prints counts, skips by reason and token-length percentiles; --json for machines.
+overlap  TRAIN_FILE EXAM_FILE: per exam item, the longest character run shared with the training data;
+         items at or over --min-chars (13) are flagged (contamination; doctorkit/data/overlap.py).
 """
 from __future__ import annotations
 
@@ -81,7 +83,15 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("--plain", action="store_true", help="mark with 【】 even on a colour terminal")
     count = recipe_arguments(commands.add_parser("stats", help="counts, skips by reason, length percentiles"))
     count.add_argument("--json", action="store_true", help="print one JSON object")
+    shared = commands.add_parser("overlap", help="exam items sharing long character runs with training data")
+    shared.add_argument("train", help="training file (any format training reads)")
+    shared.add_argument("exam", help="exam file or folder (any layout evaluate reads)")
+    shared.add_argument("--format", default="auto", help="exam layout (default: detected)")
+    shared.add_argument("--min-chars", type=int, default=13, help="flag items sharing a run this long")
+    shared.add_argument("--json", action="store_true", help="print one JSON object (flagged items under 'flagged')")
     args = parser.parse_args(argv)
+    if args.command == "overlap":
+        return overlap_command(args)
     recipe = recipe_from_args(args)
     tokenizer = _tokenizer_for(recipe)
     prepared = prepare(recipe, tokenizer)
@@ -91,6 +101,22 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(stats_dict(prepared.report), ensure_ascii=False, indent=2))
     else:
         print_stats(stats_dict(prepared.report))
+    return 0
+
+
+def overlap_command(args) -> int:
+    from doctorkit.data.overlap import check
+    from doctorkit.evaluate.exams import read_exam  # exam layouts live with evaluation; only the CLI needs them
+
+    items = read_exam(args.exam, args.format).items
+    result = check(args.train, items, args.min_chars)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+        return 0
+    print(f"{result['items_checked']} exam items checked against {args.train}: {len(result['flagged'])} share "
+          f">= {args.min_chars} characters")
+    for row in result["flagged"]:
+        print(f"  {row['id']:<24} {row['longest']:>5}  {row['shared'][:60]}")
     return 0
 
 

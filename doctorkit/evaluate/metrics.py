@@ -89,3 +89,17 @@ def accuracy_with_ci(correct: list[bool]) -> dict:
     low, high = wilson_interval(hits, total)
     return {"accuracy": round(hits / total, 4) if total else 0.0, "correct": hits, "total": total,
             "ci95": [round(low, 4), round(high, 4)]}
+
+
+def mcnemar_exact(tuned: list[bool], base: list[bool]) -> dict:
+    """Exact (binomial) McNemar test on paired right/wrong answers to the same questions.
+
+    Only discordant pairs carry information: b = tuned right where base is wrong, c = the reverse. Under "no
+    difference" b ~ Binomial(b + c, 1/2); the two-sided p-value doubles the smaller tail. Hand-written with
+    math.comb because scipy is not a dependency (scipy.stats.binomtest gives the same value).
+    """
+    b = sum(1 for t, s in zip(tuned, base) if t and not s)
+    c = sum(1 for t, s in zip(tuned, base) if s and not t)
+    n = b + c
+    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2 ** n if n else 1.0
+    return {"tuned_only": b, "base_only": c, "p_value": round(min(1.0, 2 * tail), 6)}

@@ -9,7 +9,7 @@ matplotlib.use("Agg")  # headless servers: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import font_manager  # noqa: E402
 
-CJK_FONTS = ["Noto Sans CJK SC", "Noto Sans SC", "WenQuanYi Zen Hei", "WenQuanYi Micro Hei", "SimHei",
+CJK_FONTS = ["Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans SC", "WenQuanYi Zen Hei", "WenQuanYi Micro Hei", "SimHei",
              "Microsoft YaHei", "PingFang SC", "Source Han Sans SC"]
 
 
@@ -27,12 +27,19 @@ def format_summary(summary: dict) -> str:
     lines = [f"{summary['task']} on {summary['data']}: {summary['samples']} samples"
              f" ({summary['skipped']} skipped), {summary['model']}"]
     lines += [f"  skipped {s}" for s in summary["skipped_examples"][:3]]
+    if "contamination" in summary:
+        c = summary["contamination"]
+        lines.append(f"  dropped {c['dropped']} contaminated items (sharing >= {c['min_chars']} characters with {c['train']})")
     lines.append(f"{'metric':<22}" + "".join(f"{c:>26}" for c in columns))
     for key in summary["headline"]:
         row = [_value(results["model"], key)]
         if "base" in results:
             row += [_value(results["base"], key), f"{summary['difference'][key]:+.4f}"]
         lines.append(f"{key:<22}" + "".join(f"{v:>26}" for v in row))
+    for kind, scores in results["model"].get("by_type", {}).items():
+        base = results.get("base", {}).get("by_type", {}).get(kind)
+        lines.append(f"  {kind + '-answer':<20}{_value(scores, 'accuracy'):>26}" + (f"{_value(base, 'accuracy'):>26}" if base else "")
+                     + f"   n={scores['total']}  partial credit {scores['partial_credit']:.3f}")
     for subject, scores in results["model"].get("per_subject", {}).items():
         base = results.get("base", {}).get("per_subject", {}).get(subject)
         lines.append(f"  {subject:<20}{_value(scores, 'accuracy'):>26}" + (f"{_value(base, 'accuracy'):>26}" if base else "")
@@ -43,9 +50,24 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _cjk_font() -> str | None:
+# Debian's fonts-noto-cjk (`make` installs it as root); matplotlib's font cache predates it, so add it by path.
+CJK_FONT_FILES = ["/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+                  "/usr/share/fonts/opentype/noto/NotoSansCJKsc-Regular.otf"]
+
+
+def cjk_font() -> str | None:
+    """A font family that renders Chinese, or None (charts then label with S1..Sn)."""
     installed = {f.name for f in font_manager.fontManager.ttflist}
-    return next((name for name in CJK_FONTS if name in installed), None)
+    found = next((name for name in CJK_FONTS if name in installed), None)
+    if found is None:
+        for path in CJK_FONT_FILES:
+            if Path(path).is_file():
+                font_manager.fontManager.addfont(path)
+                return font_manager.FontProperties(fname=path).get_name()
+    return found
+
+
+_cjk_font = cjk_font
 
 
 def plot_summary(summary: dict, path: Path) -> None:

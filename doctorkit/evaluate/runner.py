@@ -30,8 +30,21 @@ def default_out_dir(target: Target, task: str, data: str | Path) -> Path:
     return Path("runs") / "eval" / re.sub(r"[^A-Za-z0-9._-]+", "_", target.label) / folder
 
 
+def drop_contaminated(items: list[dict], train_path) -> tuple[list[dict], dict]:
+    """Exam items minus those sharing >= MIN_CHARS characters with the training file (doctorkit.data.overlap)."""
+    from doctorkit.data.overlap import MIN_CHARS, check
+
+    flagged = {row["id"] for row in check(train_path, items)["flagged"]}
+    kept = [item for item in items if item["id"] not in flagged]
+    if not kept:
+        raise DoctorKitError(f"--exclude-contaminated {train_path}: every exam item shares >= {MIN_CHARS} characters with it")
+    return kept, {"train": str(train_path), "min_chars": MIN_CHARS, "dropped": len(flagged),
+                  "dropped_ids": sorted(flagged)}
+
+
 def evaluate_model(model, tokenizer, data, task: str, out_dir, base: bool = False, options: EvalOptions | None = None,
-                   max_samples: int | None = None, label: str = "model", scorer=None) -> dict:
+                   max_samples: int | None = None, label: str = "model", scorer=None,
+                   exclude_contaminated=None) -> dict:
     """Python API (also used by the demo's compare view): evaluate an already loaded model, write OUT, return
     the summary that metrics.json holds. `base=True` also scores the model with its adapter switched off."""
     task_module = get_task(task)
@@ -39,6 +52,11 @@ def evaluate_model(model, tokenizer, data, task: str, out_dir, base: bool = Fals
     if base and not has_adapter(model):
         raise DoctorKitError(f"--base: {label} has no adapter to switch off (give a LoRA / QLoRA / P-tuning run directory)")
     loaded = task_module.load(data, max_samples, options)
+    contamination = None
+    if exclude_contaminated:
+        if task != "mcq":
+            raise DoctorKitError("--exclude-contaminated works with --task mcq (exam items)")
+        loaded.items, contamination = drop_contaminated(loaded.items, exclude_contaminated)
     started = time.perf_counter()
     was_training = model.training
     model.eval()
@@ -58,6 +76,8 @@ def evaluate_model(model, tokenizer, data, task: str, out_dir, base: bool = Fals
         "headline": task_module.HEADLINE, "results": results,
         "runtime_s": round(time.perf_counter() - started, 2),
     }
+    if contamination:
+        summary["contamination"] = contamination
     if base_records is not None:
         summary["difference"] = {key: round(results["model"][key] - results["base"][key], 4)
                                  for key in task_module.HEADLINE}
@@ -76,7 +96,7 @@ def evaluate_model(model, tokenizer, data, task: str, out_dir, base: bool = Fals
 
 
 def evaluate(target: str, data, task: str, out_dir=None, base: bool = False, options: EvalOptions | None = None,
-             max_samples: int | None = None, device: str | None = None) -> dict:
+             max_samples: int | None = None, device: str | None = None, exclude_contaminated=None) -> dict:
     """Python API: load a run directory / model folder / model name, evaluate it, return the summary."""
     if not Path(data).exists():
         raise DoctorKitError(f"{data}: evaluation data file not found")
@@ -86,7 +106,8 @@ def evaluate(target: str, data, task: str, out_dir=None, base: bool = False, opt
     if options.system_prompt is None:
         options.system_prompt = loaded.system_prompt
     out_dir = out_dir or default_out_dir(loaded, task, data)
-    return evaluate_model(loaded.model, loaded.tokenizer, data, task, out_dir, base, options, max_samples, loaded.label)
+    return evaluate_model(loaded.model, loaded.tokenizer, data, task, out_dir, base, options, max_samples, loaded.label,
+                          exclude_contaminated=exclude_contaminated)
 
 
 def check_eval_config(recipe) -> None:

@@ -1,0 +1,127 @@
+"""Suites: several exams, the tuned model against its base, one table.
+
+    python -m doctorkit.evaluate RUN_DIR --suite SUITE.yaml [--out DIR]
+
+SUITE.yaml lists exams (paths relative to the suite file); see data/suite_sample.yaml. Each exam is scored
+with and without the adapter (doctorkit.evaluate.runner, --task mcq), then per exam: both accuracies with 95%
+Wilson intervals, the difference, and the exact McNemar p-value of the paired answers. Exams with
+`slice: general` (non-medical knowledge) are averaged apart from the medical ones, so a run that gains in
+medicine and loses general knowledge shows it. Writes OUT/suite.json, OUT/suite.png and OUT/<exam>/ per exam.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import Field
+
+from doctorkit.errors import DoctorKitError
+from doctorkit.evaluate.loading import has_adapter, load_target
+from doctorkit.evaluate.metrics import mcnemar_exact
+from doctorkit.evaluate.records import read_jsonl
+from doctorkit.evaluate.runner import BASE_PREDICTIONS, PREDICTIONS, evaluate_model
+from doctorkit.evaluate.tasks import EvalOptions
+from doctorkit.recipe import Section, load_recipe
+
+SIGNIFICANT = 0.05
+
+
+class SuiteExam(Section):
+    name: str                        # how the table names it (Chinese is fine)
+    path: str                        # exam file or folder, relative to the suite file
+    format: str = "auto"             # exam layout; auto detects it
+    slice: Literal["medical", "general"] = "medical"  # general: the forgetting check
+    mode: Literal["loglik", "generate"] = "loglik"
+    cot: bool = False                # chain-of-thought prompting (generate)
+    samples: int = 1                 # self-consistency chains (generate)
+    shots: int = 0
+    shots_from: Optional[str] = None  # dev file or folder, relative to the suite file
+    max_samples: Optional[int] = None
+
+
+class Suite(Section):
+    exams: list[SuiteExam] = Field(min_length=1)
+    max_new_tokens: int = 256
+
+
+def _resolve(suite_path: Path, path: str | None) -> str | None:
+    if path is None:
+        return None
+    p = Path(path)
+    return str(p if p.is_absolute() or not (suite_path.parent / p).exists() else suite_path.parent / p)
+
+
+def _folder(name: str, n: int) -> str:
+    return f"{n:02d}-" + (re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "exam")
+
+
+def compare(name: str, slice_: str, out: Path, summary: dict) -> dict:
+    """One table row, recomputed from the two prediction files (paired by item id)."""
+    tuned = {r["id"]: r["correct"] for r in read_jsonl(out / PREDICTIONS)}
+    base = {r["id"]: r["correct"] for r in read_jsonl(out / BASE_PREDICTIONS)}
+    ids = sorted(tuned)
+    results = summary["results"]
+    return {"name": name, "slice": slice_, "samples": len(ids), "out_dir": str(out),
+            "tuned": {k: results["model"][k] for k in ("accuracy", "ci95", "partial_credit")},
+            "base": {k: results["base"][k] for k in ("accuracy", "ci95", "partial_credit")},
+            "difference": round(results["model"]["accuracy"] - results["base"]["accuracy"], 4),
+            "mcnemar": mcnemar_exact([tuned[i] for i in ids], [base[i] for i in ids])}
+
+
+def slice_means(rows: list[dict]) -> dict:
+    means = {}
+    for slice_ in ("medical", "general"):
+        part = [r for r in rows if r["slice"] == slice_]
+        if part:
+            tuned = sum(r["tuned"]["accuracy"] for r in part) / len(part)
+            base = sum(r["base"]["accuracy"] for r in part) / len(part)
+            means[slice_] = {"exams": len(part), "tuned": round(tuned, 4), "base": round(base, 4),
+                             "difference": round(tuned - base, 4)}
+    return means
+
+
+def run_suite(target: str, suite_file, out_dir=None, device: str | None = None, batch_size: int = 8) -> dict:
+    suite_path = Path(suite_file)
+    suite = load_recipe(suite_path, schema=Suite)
+    for exam in suite.exams:  # a missing file fails now, not after the first exams ran
+        if not Path(_resolve(suite_path, exam.path)).exists():
+            raise DoctorKitError(f"{suite_path}: exam '{exam.name}': {exam.path} not found")
+    loaded = load_target(target, device)
+    if not has_adapter(loaded.model):
+        raise DoctorKitError(f"--suite compares tuned with base: {target} has no adapter to switch off "
+                             f"(give a LoRA / QLoRA / P-tuning run directory)")
+    out = Path(out_dir) if out_dir else (loaded.run_dir or Path("runs")) / "eval" / f"suite-{suite_path.stem}"
+    rows = []
+    for n, exam in enumerate(suite.exams, 1):
+        options = EvalOptions(batch_size=batch_size, system_prompt=loaded.system_prompt, mcq_mode=exam.mode,
+                              exam_format=exam.format, shots=exam.shots, shots_from=_resolve(suite_path, exam.shots_from),
+                              cot=exam.cot, samples=exam.samples, max_new_tokens=suite.max_new_tokens)
+        exam_out = out / _folder(exam.name, n)
+        summary = evaluate_model(loaded.model, loaded.tokenizer, _resolve(suite_path, exam.path), "mcq", exam_out,
+                                 base=True, options=options, max_samples=exam.max_samples, label=loaded.label)
+        rows.append(compare(exam.name, exam.slice, exam_out, summary))
+    result = {"suite": str(suite_path), "model": loaded.label, "test": "exact McNemar (binomial), two-sided",
+              "exams": rows, "slices": slice_means(rows), "out_dir": str(out)}
+    from doctorkit.evaluate.suite_chart import plot_suite
+    result["files"] = plot_suite(rows, out)
+    (out / "suite.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return result
+
+
+def format_suite(result: dict) -> str:
+    def acc(part):
+        return f"{part['accuracy']:.3f} [{part['ci95'][0]:.3f}, {part['ci95'][1]:.3f}]"
+
+    lines = [f"suite {result['suite']}: {result['model']} (tuned) vs its base; 95% Wilson intervals; {result['test']}",
+             f"{'exam':<20}{'slice':<9}{'n':>5}{'tuned':>24}{'base':>24}{'diff':>9}{'p':>9}"]
+    for row in result["exams"]:
+        mark = " *" if row["mcnemar"]["p_value"] < SIGNIFICANT else ""
+        lines.append(f"{row['name']:<20}{row['slice']:<9}{row['samples']:>5}{acc(row['tuned']):>24}{acc(row['base']):>24}"
+                     f"{row['difference']:>+9.3f}{row['mcnemar']['p_value']:>9.4f}{mark}")
+    for slice_, mean in result["slices"].items():
+        lines.append(f"{slice_ + ' (mean)':<29}{mean['exams']:>5}{mean['tuned']:>24.3f}{mean['base']:>24.3f}"
+                     f"{mean['difference']:>+9.3f}")
+    lines.append(f"* p < {SIGNIFICANT}; wrote {result['out_dir']}/ (suite.json, {', '.join(result['files'])}, one folder per exam)")
+    return "\n".join(lines)
