@@ -30,6 +30,11 @@ class CsvColumns(Section):
     id: Optional[str] = None        # optional column kept as the record id
 
 
+class MixSource(Section):
+    path: str                        # a training file in any format data.path takes
+    weight: float = Field(gt=0)      # its share of the mix (weights are normalised)
+
+
 class DataConfig(Section):
     path: Union[str, list[str]] = "data/sample_zh.jsonl"   # file(s): .jsonl, .json or .csv
     format: Literal["auto", "messages", "sharegpt", "alpaca", "csv"] = "auto"
@@ -48,6 +53,7 @@ class DataConfig(Section):
     knowledge_top_k: int = 3         # at most this many knowledge entries per conversation
     knowledge_budget: int = 400      # max tokens of injected knowledge (the text is cut to fit)
     knowledge_threshold: float = 6.0  # min retrieval score; below it the prompt stays ungrounded
+    mix: Optional[list[MixSource]] = None  # [{path, weight}, ...]: replaces data.path, mixed by ratio (forgetting)
 
 
 class TrainConfig(Section):

@@ -153,6 +153,7 @@ def collect_metrics(trainer, report, runtime_s: float, model) -> dict:
         "eval_samples": report.eval_samples,
         "train_tokens": report.train_tokens,
         "supervised_tokens": report.supervised_tokens,
+        "data_mix": report.mix,
         "tokens_seen": int(tokens_seen),
         "runtime_s": round(runtime_s, 3),
         "tokens_per_s": round(tokens_seen / runtime_s, 2) if runtime_s > 0 else None,

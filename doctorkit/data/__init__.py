@@ -99,7 +99,11 @@ def prepare(recipe, tokenizer) -> Prepared:
         raise DoctorKitError(f"model '{recipe.model}': its tokenizer has no fast (Rust) version; DoctorKit needs "
                              f"one to place the loss on assistant replies")
     report = DataReport()
-    pool = read_conversations(data, data.path, report)
+    if data.mix:  # several files by ratio (doctorkit/data/mix.py)
+        from doctorkit.data.mix import mixed_conversations
+        pool = mixed_conversations(data, report, recipe.seed, read_conversations)
+    else:
+        pool = read_conversations(data, data.path, report)
     if data.max_samples is not None:
         pool = pool[:data.max_samples]
     if data.val_path:

@@ -21,6 +21,7 @@ class DataReport:
     lengths: list[int] = dataclasses.field(default_factory=list)       # token lengths of train samples
     eval_lengths: list[int] = dataclasses.field(default_factory=list)
     problems: list[str] = dataclasses.field(default_factory=list)      # "file:line: reason", first ones
+    mix: dict = dataclasses.field(default_factory=dict)  # data.mix: per source weight, available, used
 
     def skip(self, reason: str, where: str | None = None, detail: str | None = None) -> None:
         counts = Counter(self.samples_skipped)

@@ -16,6 +16,6 @@ def to_item(record: dict) -> dict:
     except (TypeError, ValueError):
         raise ValueError(f"'cop' must be the 1-based number of the correct option, got {record.get('cop')!r}") from None
     if not 1 <= cop <= len(options):
-        raise ValueError(f"'cop' {cop} is outside 1..{len(options)} (MedMCQA numbers options from 1)")
+        raise ValueError(f"'cop' {cop} is outside 1..{len(options)} (MedMCQA numbers options 1-based)")
     return {"question": question_text(record, "question"), "options": options, "answer": "ABCD"[cop - 1],
             "subject": record.get("subject_name") or None}
