@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup quickstart test test-fast clean chromium
+.PHONY: setup quickstart test test-fast clean chromium cjk-fonts
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[test]"
 	@touch $@
 
-setup: $(STAMP)
+setup: $(STAMP) cjk-fonts
 
 quickstart: setup
 	$(BIN)/python -m doctorkit.train recipes/quickstart.yaml --overwrite
@@ -29,6 +29,12 @@ chromium:
 	@test -x /usr/bin/chromium || { test "$$(id -u)" = 0 && apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "note: /usr/bin/chromium missing (install it as root: apt-get install -y chromium); browser tests will skip"
+
+# Charts name Chinese exams and subjects: Debian's Noto CJK font renders them (else they fall back to S1..Sn).
+cjk-fonts:
+	@test -f /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc || { test "$$(id -u)" = 0 && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-cjk >/dev/null; } || \
+	  echo "note: fonts-noto-cjk missing (as root: apt-get install -y fonts-noto-cjk); charts label Chinese names S1..Sn"
 
 test: setup chromium
 	$(BIN)/python -m pytest -q
