@@ -77,3 +77,25 @@ def test_mcnemar_exact_known_values():
     assert mcnemar_exact([True, False], [False, True])["p_value"] == 1.0
     assert mcnemar_exact([True] + [False] * 9, [False] + [True] * 9)["p_value"] == pytest.approx(22 / 1024, abs=1e-6)
     assert mcnemar_exact([True, True], [True, True]) == {"tuned_only": 0, "base_only": 0, "p_value": 1.0}
+
+
+@pytest.mark.parametrize("font", [None, "found"])
+def test_suite_chart_labels_chinese_names_or_falls_back_to_a_legend(font, tmp_path, monkeypatch):
+    from doctorkit.evaluate import suite_chart
+    from doctorkit.evaluate.report import cjk_font
+
+    if font == "found":
+        font = cjk_font()
+        if font is None:
+            pytest.skip("no CJK font installed (make cjk-fonts as root)")
+    monkeypatch.setattr(suite_chart, "cjk_font", lambda: font)
+    part = {"accuracy": 0.5, "ci95": [0.3, 0.7], "partial_credit": 0.5}
+    rows = [{"name": name, "slice": "medical", "tuned": part, "base": part, "mcnemar": {"p_value": 0.01}}
+            for name in ("医学综合", "MedQA")]
+    files = suite_chart.plot_suite(rows, tmp_path)
+    assert (tmp_path / "suite.png").stat().st_size > 0
+    if font is None:
+        legend = (tmp_path / suite_chart.LABELS_FILE).read_text(encoding="utf-8")
+        assert files == ["suite.png", suite_chart.LABELS_FILE] and "| S1 | 医学综合 |" in legend and "| S2 | MedQA |" in legend
+    else:
+        assert files == ["suite.png"] and not (tmp_path / suite_chart.LABELS_FILE).exists()
