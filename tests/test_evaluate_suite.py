@@ -50,7 +50,8 @@ def test_three_exam_suite_prints_tuned_vs_base(mixed_run, tmp_path, capsys):
     out = tmp_path / "suite"
     shipped = load_recipe(ROOT / "data/suite_sample.yaml", schema=Suite)  # the documented suite, cut to 6 items an exam
     suite_file = tmp_path / "suite.yaml"
-    suite_file.write_text(yaml.safe_dump({"exams": [exam.model_dump() | {"path": str(ROOT / "data" / exam.path),
+    suite_file.write_text(yaml.safe_dump({"exclude_contaminated": str(ROOT / "data" / shipped.exclude_contaminated),
+                                          "exams": [exam.model_dump() | {"path": str(ROOT / "data" / exam.path),
                                                                           "max_samples": 6} for exam in shipped.exams]},
                                          allow_unicode=True), encoding="utf-8")
     assert main([str(run_dir), "--suite", str(suite_file), "--out", str(out)]) == 0
@@ -58,6 +59,7 @@ def test_three_exam_suite_prints_tuned_vs_base(mixed_run, tmp_path, capsys):
     suite = json.loads((out / "suite.json").read_text(encoding="utf-8"))
     assert [row["name"] for row in suite["exams"]] == ["医学单选（样例）", "医学多选（样例）", "常识（样例）"]
     assert set(suite["slices"]) == {"medical", "general"} and "general (mean)" in table
+    assert "dropped 0 contaminated items" in table  # our sample dialogs share no 13-character run with the exams
     for row in suite["exams"]:
         assert row["name"] in table
         tuned = read_jsonl(Path(row["out_dir"]) / "predictions.jsonl")

@@ -16,6 +16,8 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Iterable
 
+from doctorkit.errors import DoctorKitError
+
 SEED = 8             # shared runs shorter than this are reported as 0 (too common to mean copying)
 MIN_CHARS = 13       # default flag: a 13-character run is rarely shared by chance in Chinese exam text
 COMMON_GRAM = 64     # a seed found in more exam places than this is stock phrasing ("下列哪项是正确的"): not a seed
@@ -75,19 +77,29 @@ def exam_item_text(item: dict) -> str:
     return SEPARATOR.join([item["question"], *item["options"].values()])
 
 
-def training_texts(path) -> Iterable[str]:
-    """Each training conversation's turns, read the way training reads them (doctorkit.data.readers)."""
+def training_texts(path, counts: dict) -> Iterable[str]:
+    """Each training conversation's turns, read the way training reads them (doctorkit.data.readers);
+    conversations read and records skipped are counted in `counts`."""
     from doctorkit.data.readers import BadRecord, iter_file
     from doctorkit.recipe import DataConfig
 
     for _, record in iter_file(path, DataConfig(path=str(path))):
-        if not isinstance(record, BadRecord):
+        key = "skipped" if isinstance(record, BadRecord) else "read"
+        counts[key] = counts.get(key, 0) + 1
+        if key == "read":
             yield SEPARATOR.join(turn["content"] for turn in record)
 
 
 def check(train_path, exam_items: list[dict], min_chars: int = MIN_CHARS) -> dict:
     """{"items": [{id, longest, shared}], "flagged": [...those with longest >= min_chars], ...}."""
-    overlaps = longest_overlaps(training_texts(train_path), [exam_item_text(i) for i in exam_items])
+    if min_chars < SEED:
+        raise DoctorKitError(f"--min-chars {min_chars}: runs shorter than {SEED} characters are not tracked")
+    counts: dict = {}
+    overlaps = longest_overlaps(training_texts(train_path, counts), [exam_item_text(i) for i in exam_items])
+    if not counts.get("read"):
+        raise DoctorKitError(f"{train_path}: no training conversation read ({counts.get('skipped', 0)} records "
+                             f"skipped); give a file in a format training reads")
     rows = [{"id": item["id"], "longest": o.longest, "shared": o.shared} for item, o in zip(exam_items, overlaps)]
-    return {"train": str(train_path), "items_checked": len(rows), "min_chars": min_chars, "seed_chars": SEED,
+    return {"train": str(train_path), "train_conversations": counts["read"], "train_skipped": counts.get("skipped", 0),
+            "items_checked": len(rows), "min_chars": min_chars, "seed_chars": SEED,
             "flagged": [row for row in rows if row["longest"] >= min_chars], "items": rows}

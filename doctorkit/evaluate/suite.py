@@ -43,7 +43,8 @@ class SuiteExam(Section):
 
 class Suite(Section):
     exams: list[SuiteExam] = Field(min_length=1)
-    max_new_tokens: int = 256
+    max_new_tokens: int = 256                  # generate / cot exams: reply budget
+    exclude_contaminated: Optional[str] = None  # training file: drop exam items sharing >= 13 characters with it
 
 
 def _resolve(suite_path: Path, path: str | None) -> str | None:
@@ -100,10 +101,14 @@ def run_suite(target: str, suite_file, out_dir=None, device: str | None = None, 
                               cot=exam.cot, samples=exam.samples, max_new_tokens=suite.max_new_tokens)
         exam_out = out / _folder(exam.name, n)
         summary = evaluate_model(loaded.model, loaded.tokenizer, _resolve(suite_path, exam.path), "mcq", exam_out,
-                                 base=True, options=options, max_samples=exam.max_samples, label=loaded.label)
+                                 base=True, options=options, max_samples=exam.max_samples, label=loaded.label,
+                                 exclude_contaminated=_resolve(suite_path, suite.exclude_contaminated))
         rows.append(compare(exam.name, exam.slice, exam_out, summary))
+        if "contamination" in summary:
+            rows[-1]["contaminated_dropped"] = summary["contamination"]["dropped"]
     result = {"suite": str(suite_path), "model": loaded.label, "test": "exact McNemar (binomial), two-sided",
-              "exams": rows, "slices": slice_means(rows), "out_dir": str(out)}
+              "exams": rows, "slices": slice_means(rows), "out_dir": str(out),
+              "exclude_contaminated": _resolve(suite_path, suite.exclude_contaminated)}
     from doctorkit.evaluate.suite_chart import plot_suite
     result["files"] = plot_suite(rows, out)
     (out / "suite.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -123,5 +128,8 @@ def format_suite(result: dict) -> str:
     for slice_, mean in result["slices"].items():
         lines.append(f"{slice_ + ' (mean)':<29}{mean['exams']:>5}{mean['tuned']:>24.3f}{mean['base']:>24.3f}"
                      f"{mean['difference']:>+9.3f}")
+    dropped = sum(row.get("contaminated_dropped", 0) for row in result["exams"])
+    if result.get("exclude_contaminated"):
+        lines.append(f"dropped {dropped} contaminated items (sharing >= 13 characters with {result['exclude_contaminated']})")
     lines.append(f"* p < {SIGNIFICANT}; wrote {result['out_dir']}/ (suite.json, {', '.join(result['files'])}, one folder per exam)")
     return "\n".join(lines)
