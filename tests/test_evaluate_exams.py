@@ -186,3 +186,23 @@ def test_exclude_contaminated_drops_and_counts(tiny, tmp_path):
                              exclude_contaminated=str(train))
     assert summary["contamination"]["dropped"] == planted > 0 and summary["samples"] == 20 - planted
     assert len(read_jsonl(tmp_path / "o" / "predictions.jsonl")) == 20 - planted
+
+
+def test_overlap_cli_text_and_bad_input(tmp_path, capsys):
+    from doctorkit.data.__main__ import run as data_run
+
+    exam = [json.loads(line) for line in open("data/mcq_sample_zh.jsonl", encoding="utf-8")]
+    train = tmp_path / "train.jsonl"
+    train.write_text(json.dumps({"messages": [{"role": "user", "content": "【" + exam[2]["question"] + "】"},
+                                              {"role": "assistant", "content": "好"}]}, ensure_ascii=False) + "\n", encoding="utf-8")
+    from doctorkit.data.__main__ import main as data_main
+    assert data_main(["overlap", str(train), "data/mcq_sample_zh.jsonl"]) == 0
+    out = capsys.readouterr().out
+    assert "20 exam items checked" in out and "1 share >= 13 characters" in out and exam[2]["question"][:10] in out
+    for argv, message in ((["overlap", "data/mcq_sample_zh.jsonl", "data/mcq_sample_zh.jsonl"], "no training conversation read"),
+                          (["overlap", str(train), "data/sample_zh.jsonl"], "not multiple-choice records"),
+                          (["overlap", str(train), "data/mcq_sample_zh.jsonl", "--min-chars", "5"], "not tracked")):
+        with pytest.raises(SystemExit) as code:
+            data_run(argv)
+        err = capsys.readouterr().err.strip()
+        assert code.value.code == 2 and message in err and "\n" not in err
