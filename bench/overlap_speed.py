@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import platform
 import random
 import time
@@ -53,7 +54,8 @@ def main() -> None:
         "train_chars_per_s": round(chars / seconds), "planted": len(planted),
         "planted_found": sum(found[i].longest >= 20 for i in planted),
         "flagged_total": sum(o.longest >= MIN_CHARS for o in found),
-        "machine": f"{platform.processor() or platform.machine()}, 2 cores shared with other jobs (load ~10)",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores shared with other jobs "
+                   f"(1-minute load average {os.getloadavg()[0]:.1f} at the end)",
         "date": dt.date.today().isoformat(),
     }
     print(json.dumps(result, indent=2))
