@@ -61,6 +61,9 @@ def test_each_layout_is_detected_and_scored_perfect_and_at_chance(layout, tiny, 
     sd = math.sqrt(sum(x * (1 - x) for x in p)) / len(p)
     assert abs(chance["accuracy"] - sum(p) / len(p)) < 4 * sd
     assert chance["correct"] == sum(r["correct"] for r in rows)  # recomputes from predictions.jsonl
+    for row in rows:  # each prediction follows from its written scores: argmax, or the multi-answer rule
+        best = max(row["scores"], key=row["scores"].get)
+        assert row["pred"] == (choose_several(row["scores"]) if row["type"] == "multi" else best)
     assert chance["partial_credit"] == pytest.approx(sum(credit(r["pred"], r["gold"]) for r in rows) / len(rows), abs=1e-4)
     if layout in MULTI_LAYOUTS:
         multi = chance["by_type"]["multi"]
