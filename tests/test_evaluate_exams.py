@@ -76,6 +76,8 @@ def test_layout_details_subjects_multi_and_bad_records(tmp_path):
     items = questions(4, seed=1, multi=True)
     cmmlu = read_exam(write("cmmlu", tmp_path / "cmmlu", items))
     assert {i["subject"] for i in cmmlu.items} == {"anatomy", "clinical_knowledge"}  # subject from the file name
+    picked = read_exam([tmp_path / "cmmlu" / "anatomy.csv", tmp_path / "cmmlu" / "clinical_knowledge.csv"])  # a list
+    assert len(picked.items) == 4 and {i["subject"] for i in picked.items} == {"anatomy", "clinical_knowledge"}
     ceval = read_exam(write("ceval", tmp_path / "ceval", questions(2, 1, False)))
     assert {i["subject"] for i in ceval.items} == {"clinical_medicine"}  # split suffix dropped
     cmb = read_exam(write("cmb", tmp_path / "cmb", items)).items

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 from pydantic import Field
 
@@ -30,7 +30,7 @@ SIGNIFICANT = 0.05
 
 class SuiteExam(Section):
     name: str                        # how the table names it (Chinese is fine)
-    path: str                        # exam file or folder, relative to the suite file
+    path: Union[str, list[str]]      # exam file or folder, or a list (e.g. CMMLU's medical subjects); relative to the suite file
     format: str = "auto"             # exam layout; auto detects it
     slice: Literal["medical", "general"] = "medical"  # general: the forgetting check
     mode: Literal["loglik", "generate"] = "loglik"
@@ -47,9 +47,11 @@ class Suite(Section):
     exclude_contaminated: Optional[str] = None  # training file: drop exam items sharing >= 13 characters with it
 
 
-def _resolve(suite_path: Path, path: str | None) -> str | None:
+def _resolve(suite_path: Path, path):
     if path is None:
         return None
+    if isinstance(path, list):
+        return [_resolve(suite_path, p) for p in path]
     p = Path(path)
     return str(p if p.is_absolute() or not (suite_path.parent / p).exists() else suite_path.parent / p)
 
@@ -87,8 +89,9 @@ def run_suite(target: str, suite_file, out_dir=None, device: str | None = None, 
     suite_path = Path(suite_file)
     suite = load_recipe(suite_path, schema=Suite)
     for exam in suite.exams:  # a missing file fails now, not after the first exams ran
-        if not Path(_resolve(suite_path, exam.path)).exists():
-            raise DoctorKitError(f"{suite_path}: exam '{exam.name}': {exam.path} not found")
+        for path in exam.path if isinstance(exam.path, list) else [exam.path]:
+            if not Path(_resolve(suite_path, path)).exists():
+                raise DoctorKitError(f"{suite_path}: exam '{exam.name}': {path} not found")
     loaded = load_target(target, device)
     if not has_adapter(loaded.model):
         raise DoctorKitError(f"--suite compares tuned with base: {target} has no adapter to switch off "

@@ -92,10 +92,11 @@ def _keys(record) -> str:
 
 
 def read_exam(path, fmt: str = "auto", max_samples: int | None = None) -> Loaded:
-    """Items of an exam file or folder of per-subject files, and the records skipped (`file:line: reason`)."""
-    path = Path(path)
+    """Items of an exam file, a folder of per-subject files, or a list of either (e.g. the medical subjects
+    of CMMLU), and the records skipped (`file:line: reason`)."""
+    paths = [Path(p) for p in path] if isinstance(path, (list, tuple)) else [Path(path)]
     loaded = Loaded(items=[])
-    for file in exam_files(path):
+    for file, per_subject in [(f, p.is_dir() or len(paths) > 1) for p in paths for f in exam_files(p)]:
         layout = None
         for where, record in iter_rows(file):
             if record is None:
@@ -107,7 +108,7 @@ def read_exam(path, fmt: str = "auto", max_samples: int | None = None) -> Loaded
             except ValueError as err:
                 loaded.skipped.append(f"{where}: {err}")
                 continue
-            if path.is_dir() or layout.SUBJECT_FROM_FILE:
+            if per_subject or layout.SUBJECT_FROM_FILE:
                 item["subject"] = item.get("subject") or subject_from_file(file)
             item.setdefault("multi", len(item["answer"]) > 1)
             item.setdefault("subject", None)
@@ -118,5 +119,5 @@ def read_exam(path, fmt: str = "auto", max_samples: int | None = None) -> Loaded
                 return loaded
     if not loaded.items:
         reasons = f" (first: {loaded.skipped[0]})" if loaded.skipped else ""
-        raise DoctorKitError(f"{path}: no usable multiple-choice records{reasons}")
+        raise DoctorKitError(f"{', '.join(map(str, paths))}: no usable multiple-choice records{reasons}")
     return loaded
