@@ -9,7 +9,7 @@ import pytest
 from doctorkit.data.overlap import longest_overlaps
 from doctorkit.errors import DoctorKitError
 from doctorkit.evaluate import EvalOptions, evaluate_model, main, run
-from doctorkit.evaluate.choices import choose_several, credit, parse_letters, pick_shots, vote
+from doctorkit.evaluate.choices import best_threshold, choose_several, credit, parse_letters, pick_shots, vote
 from doctorkit.evaluate.exams import read_exam
 from doctorkit.evaluate.records import read_jsonl
 from doctorkit.evaluate.tasks import mcq
@@ -211,3 +211,24 @@ def test_overlap_cli_text_and_bad_input(tmp_path, capsys):
             data_run(argv)
         err = capsys.readouterr().err.strip()
         assert code.value.code == 2 and message in err and "\n" not in err
+
+
+def test_multi_threshold_calibrates_on_dev_not_test(tiny, tmp_path):
+    # dev scores: gold letters at 0, others at -1.5 -> gold sets of 2 of 4 get p ~ 0.41 each, others ~ 0.09
+    def scorer(model, tokenizer, items, options):
+        return [{k: 0.0 if k in item["answer"] else -1.5 for k in item["options"]} for item in items]
+
+    dev = write("jsonl", tmp_path / "dev", [q for q in questions(30, 8, True, prefix="练习") if q["multi"]])
+    test = write("jsonl", tmp_path / "test", questions(30, 9, True))
+    scores = scorer(None, None, read_exam(dev).items, None)
+    threshold = best_threshold(scores, [i["answer"] for i in read_exam(dev).items])
+    assert all(choose_several(s, threshold) == i["answer"] for s, i in zip(scores, read_exam(dev).items))
+    summary = evaluate_model(*tiny, test, "mcq", tmp_path / "o", scorer=scorer,
+                             options=EvalOptions(multi_threshold="calibrate", shots_from=str(dev)))
+    rows = read_jsonl(tmp_path / "o" / "predictions.jsonl")
+    multi = [r for r in rows if r["type"] == "multi"]
+    assert multi and all(r["threshold"] == threshold for r in multi)
+    assert all(r["pred"] == choose_several(r["scores"], r["threshold"]) for r in multi)  # recomputes from the file
+    assert summary["results"]["model"]["by_type"]["multi"]["accuracy"] == 1.0
+    with pytest.raises(DoctorKitError, match="calibrate needs --shots-from"):
+        evaluate_model(*tiny, test, "mcq", tmp_path / "p", scorer=scorer, options=EvalOptions(multi_threshold="calibrate"))

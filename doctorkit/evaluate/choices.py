@@ -103,3 +103,13 @@ def credit(pred: str | None, gold: str) -> float:
     if not pred or not set(pred) <= set(gold):
         return 0.0
     return len(set(pred)) / len(set(gold))
+
+
+CALIBRATION_GRID = [round(0.02 * i, 2) for i in range(1, 31)]  # option probabilities 0.02 .. 0.60
+
+
+def best_threshold(scores: list[dict], golds: list[str]) -> float:
+    """The threshold for choose_several that gets the most dev multi-answer sets exactly right (ties: the
+    lowest), i.e. `--multi-threshold calibrate`, fitted on dev questions and never on the test items."""
+    hits = [sum(choose_several(s, t) == g for s, g in zip(scores, golds)) for t in CALIBRATION_GRID]
+    return CALIBRATION_GRID[hits.index(max(hits))]

@@ -38,12 +38,25 @@ def parse_args(argv):
     exam.add_argument("--samples", type=int, default=1, help="N sampled chains per question, majority vote")
     exam.add_argument("--temperature", type=float, default=0.7, help="sampling temperature for --samples")
     exam.add_argument("--seed", type=int, default=0, help="sampling seed for --samples")
-    exam.add_argument("--multi-threshold", type=float,
-                      help="loglik, multi-answer: choose options with probability >= this (default 1/n options)")
+    exam.add_argument("--multi-threshold", type=_threshold,
+                      help="loglik, multi-answer: choose options with probability >= this (default 1/n options), "
+                           "or 'calibrate' on the --shots-from dev file")
     exam.add_argument("--exclude-contaminated", metavar="TRAIN_FILE",
                       help="drop exam items sharing >= 13 characters with this training file (data overlap)")
     parser.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
     return parser.parse_args(argv)
+
+
+def _threshold(text: str):
+    if text == "calibrate":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a probability or 'calibrate', got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a probability between 0 and 1, got {value}")
+    return value
 
 
 def _layouts() -> list[str]:

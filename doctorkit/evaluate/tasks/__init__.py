@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from dataclasses import asdict, dataclass
-from typing import Optional
+from typing import Optional, Union
 
 from doctorkit.errors import DoctorKitError
 
@@ -36,7 +36,8 @@ class EvalOptions:
     samples: int = 1                 # mcq: sampled chains per question, majority vote (self-consistency)
     temperature: float = 0.7         # mcq --samples: sampling temperature
     seed: int = 0                    # mcq --samples: sampling seed (reruns sample the same chains)
-    multi_threshold: Optional[float] = None  # mcq loglik, multi-answer: option probability to choose (default 1/n)
+    multi_threshold: Optional[Union[float, str]] = None  # mcq loglik, multi-answer: option probability to choose
+                                     # (default 1/n), or "calibrate" on the --shots-from dev file
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -5,7 +5,8 @@ Scoring (`--mcq-mode`):
   loglik    (default) every option is scored by its log-likelihood as the start of the assistant's reply to
             the question with all options listed. Single-answer: the argmax. Multi-answer: every option whose
             softmax probability over the options is at least --multi-threshold (default 1/n), and at least
-            the two best (choices.choose_several). `--mcq-score letter` scores the option letter, `text` the
+            the two best (choices.choose_several);
+            `--multi-threshold calibrate` fits it on the dev file's multi-answer questions. `--mcq-score letter` scores the option letter, `text` the
             option's own text (mean log-prob per token, so long options are not penalised).
   generate  the model answers and the letters it names are the prediction (choices.parse_letters; none:
             counted wrong, pred null). `--cot` asks for reasoning first and reads the letters after "答案：";
@@ -20,7 +21,8 @@ from collections import defaultdict
 
 from doctorkit.errors import DoctorKitError
 from doctorkit.evaluate.batching import continuation_logprobs, generate_replies, prompt_ids, sample_replies
-from doctorkit.evaluate.choices import choose_several, credit, parse_letters, pick_shots, question_messages, vote
+from doctorkit.evaluate.choices import (best_threshold, choose_several, credit, parse_letters, pick_shots,
+                                       question_messages, vote)
 from doctorkit.evaluate.metrics import accuracy_with_ci
 
 SUMMARY = "multiple-choice exams (CMB, CMExam, MedQA, MedMCQA, CMMLU, C-Eval, JSONL), single and multi-answer"
@@ -63,9 +65,23 @@ def loglik_scores(model, tokenizer, conversations, items, options, desc="mcq") -
     return scores
 
 
-def from_scores(item, option_scores, options) -> str:
+def multi_threshold(model, tokenizer, options, score_items) -> float | None:
+    """--multi-threshold: a number, unset (1/n options), or `calibrate`: fitted on the dev file's multi-answer
+    questions (scored zero-shot, so no dev question is its own example)."""
+    if options.multi_threshold != "calibrate":
+        return None if options.multi_threshold is None else float(options.multi_threshold)
+    if not options.shots_from:
+        raise DoctorKitError("--multi-threshold calibrate needs --shots-from DEV (dev questions to fit it on)")
+    dev = [item for item in load(options.shots_from, None, options).items if item.get("multi")]
+    if not dev:
+        raise DoctorKitError(f"{options.shots_from}: no multi-answer questions to calibrate --multi-threshold on")
+    scores = score_items(dev, conversations_of(dev, options, {}))
+    return best_threshold(scores, [item["answer"] for item in dev])
+
+
+def from_scores(item, option_scores, threshold) -> str:
     if item.get("multi"):
-        return choose_several(option_scores, options.multi_threshold)
+        return choose_several(option_scores, threshold)
     best = max(option_scores.values())
     return next(letter for letter, value in option_scores.items() if value == best)
 
@@ -89,7 +105,13 @@ def predict(model, tokenizer, items, options, scorer=None, desc="mcq") -> list[d
     if generate:
         chains = chains_for(model, tokenizer, conversations, options, desc)
     else:
-        scores = scorer(model, tokenizer, items, options) if scorer else loglik_scores(model, tokenizer, conversations, items, options, desc)
+        def score_items(part, part_conversations):
+            if scorer:
+                return scorer(model, tokenizer, part, options)
+            return loglik_scores(model, tokenizer, part_conversations, part, options, desc)
+
+        threshold = multi_threshold(model, tokenizer, options, score_items)
+        scores = score_items(items, conversations)
     records = []
     for n, item in enumerate(items):
         record = {"id": item["id"], "subject": item.get("subject"), "type": "multi" if item.get("multi") else "single",
@@ -99,7 +121,9 @@ def predict(model, tokenizer, items, options, scorer=None, desc="mcq") -> list[d
             record["pred"] = vote([c["pred"] for c in record["chains"]])
         else:
             record["scores"] = {k: round(v, 6) for k, v in scores[n].items()}
-            record["pred"] = from_scores(item, scores[n], options)
+            record["pred"] = from_scores(item, scores[n], threshold)
+            if item.get("multi"):
+                record["threshold"] = threshold  # None: 1/n options (choices.choose_several)
         record["correct"] = record["pred"] == item["answer"]
         record["credit"] = credit(record["pred"], item["answer"])
         if shots:
