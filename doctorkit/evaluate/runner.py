@@ -1,7 +1,8 @@
 """Evaluate a model on a task, optionally beside its base, and write the results folder:
 
     OUT/predictions.jsonl        one record per sample (dialog: prompt, reference, prediction;
-                                 mcq: id, subject, gold, pred, correct, scores)
+                                 mcq: id, subject, type, gold, pred, correct, credit, and the
+                                 option scores (loglik) or every chain's reply and letters (generate))
     OUT/base_predictions.jsonl   the same for the base model (--base)
     OUT/metrics.json             every number printed, recomputable from the files above
     OUT/eval.png                 the headline numbers as a chart
