@@ -107,3 +107,9 @@ def _digest(messages: list[dict]) -> str:
 def scrub(text: str, style: str = "tag") -> str:
     """One text with every identifier replaced (numbering and surrogates scoped to this text)."""
     return Deidentifier(style).text(text)
+
+
+def run(argv: list[str] | None = None) -> None:
+    """`doctorkit deid ...` (doctorkit/cli.py) lands here; the command lives in command.py."""
+    from doctorkit.deid.command import run as run_command
+    run_command(argv)

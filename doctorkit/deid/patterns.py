@@ -158,8 +158,9 @@ def find_addresses(text: str) -> Iterator[Span]:
         start = m.start() + (lead.end() if lead else 0)
         if m.end() - start >= 4:
             yield Span(start, m.end(), "ADDRESS", 30)
-    for m in ADDRESS_LABEL.finditer(text):
-        yield Span(m.start(1), m.end(1), "ADDRESS", 65)
+    for m in ADDRESS_LABEL.finditer(text):   # below every other type: "服务器地址 10.0.0.1" is an IP
+        if re.search(f"[{_HAN}]", m.group(1)):
+            yield Span(m.start(1), m.end(1), "ADDRESS", 32)
     for m in EN_ADDRESS.finditer(text):
         yield Span(m.start(), m.end(), "ADDRESS", 30)
 
