@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
-from doctorkit.errors import cli_main
+from doctorkit.errors import DoctorKitError, cli_main
 from doctorkit.evaluate.tasks import EvalOptions, available_tasks, get_task
 
 
@@ -13,7 +14,7 @@ def parse_args(argv):
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="tasks:\n" + "\n".join(f"  {n:<8} {get_task(n).SUMMARY}" for n in available_tasks()))
     parser.add_argument("target", help="run directory, exported model folder, hub id, or builtin:tiny")
-    parser.add_argument("--data", required=True, help="evaluation file (JSONL or JSON list)")
+    parser.add_argument("--data", help="evaluation file (JSONL or JSON list); --task canary: RUN_DIR/canaries.jsonl")
     parser.add_argument("--task", required=True, choices=available_tasks())
     parser.add_argument("--base", action="store_true", help="also evaluate the base model (adapter off), print the difference")
     parser.add_argument("--json", action="store_true", help="print metrics.json instead of the table")
@@ -37,6 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     from doctorkit.evaluate.report import format_summary
     from doctorkit.evaluate.runner import evaluate
 
+    if args.data is None:   # a task whose data lives in the run directory (canary) names its file
+        default = getattr(get_task(args.task), "DEFAULT_DATA", None)
+        if default is None or not Path(args.target).is_dir():
+            raise DoctorKitError(f"--data is required for --task {args.task}")
+        args.data = str(Path(args.target) / default)
     options = EvalOptions(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                           repetition_penalty=args.repetition_penalty, system_prompt=args.system,
                           mcq_mode=args.mcq_mode, mcq_score=args.mcq_score)
