@@ -18,6 +18,7 @@ from doctorkit.evaluate.records import load_items
 SUMMARY = "memorization: exposure of the run's canaries (data.canaries) among random secrets of their shape"
 HEADLINE = ["inserted_mean_exposure", "control_mean_exposure", "inserted_memorized_share", "control_memorized_share"]
 DEFAULT_DATA = CANARIES_FILE      # evaluate's --data default inside a run directory
+CANARY_BATCH = 64
 MEMORIZED_BITS = 1.0              # memorized: exposure >= log2(candidates + 1) - 1 bit (rank <= 2)
 
 
@@ -45,8 +46,9 @@ def predict(model, tokenizer, items, options, scorer=None, desc="canary", candid
         for secret in [item["secret"]] + candidate_secrets(item, candidates):
             pairs.append((context, tokenizer.encode(reply_text(item["prefix"], secret), add_special_tokens=False)))
             owners.append(n)
-    score = scorer or (lambda p: [sum(v) for v in continuation_logprobs(model, tokenizer, p, options.batch_size,
-                                                                         desc=desc)])
+    # canary replies are a few dozen tokens: batch many more of them than --batch-size's long dialogs
+    batch = max(options.batch_size, CANARY_BATCH)
+    score = scorer or (lambda p: [sum(v) for v in continuation_logprobs(model, tokenizer, p, batch, desc=desc)])
     values = score(pairs)
     per_item: list[list[float]] = [[] for _ in items]
     for n, value in zip(owners, values):
