@@ -13,6 +13,7 @@ import pytest
 from doctorkit.deid.canary import candidate_secrets, exposure, insert, make_canaries
 from doctorkit.errors import DoctorKitError
 from doctorkit.evaluate.tasks import EvalOptions, canary as canary_task
+from translate_fixtures import teacher_server  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 PLANTED = ["王建军", "13812345678", "zhang.wei@163.com", "ZY20230012"]
@@ -182,3 +183,26 @@ def test_remote_teacher_without_deid_needs_explicit_permission(capsys):
     assert scrubber is None and "WITHOUT de-identification" in capsys.readouterr().err
     send, scrubber = outgoing_filter(TeacherConfig(deid=False, base_url="http://127.0.0.1:9/v1"), 0)
     assert capsys.readouterr().err == "" and send([{"role": "user", "content": "Dr. Brown"}], "x")[0]["content"] == "Dr. Brown"
+
+
+def test_translate_seed_sends_only_deidentified_text(tmp_path, teacher_server):
+    from doctorkit.recipe import load_recipe
+    from translate.recipe import TranslateRecipe, WorkFiles
+    from translate.seed import seed
+    from translate_fixtures import english_records, write_jsonl, write_recipe
+
+    rows = english_records(4)
+    rows[0]["input"] = "Doctor, I am Mr. Smith, call me at (555) 123-4567 or mail smith@example.org. I have a cough."
+    rows[1]["output"] = "Dr. Brown will see you on March 5, 2023. Drink more water."
+    write_jsonl(tmp_path / "en.jsonl", rows)
+    path = write_recipe(tmp_path, teacher_server.base_url, tmp_path / "en.jsonl", seed_set={"n": 4},
+                        teacher={"concurrency": 1})
+    recipe = load_recipe(path, schema=TranslateRecipe)
+    report = seed(recipe)
+    sent = "\n".join(teacher_server.billed)
+    for secret in ("Smith", "123-4567", "smith@example.org", "Brown", "March 5, 2023"):
+        assert secret not in sent
+    assert "Drink more water." in sent and "I have a cough." in sent   # the medical text still goes
+    pairs = WorkFiles(recipe).pairs.read_text(encoding="utf-8")
+    assert "Smith" not in pairs and report["deid_replacements"]["NAME"] == 2
+    assert seed(recipe)["teacher_calls"] == 0   # cache keyed on the de-identified text: a rerun is free
