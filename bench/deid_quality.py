@@ -61,13 +61,32 @@ def evaluate(seeds: list[int], style: str = "tag") -> dict:
     }
 
 
+def overscrub_on_file(path: str) -> dict:
+    """Characters changed on a real dialog file read as training reads it (an upper bound of over-scrubbing:
+    the file may hold a real identifier or two). Only figures are kept, never the text."""
+    from doctorkit.data.readers import BadRecord, iter_file
+    from doctorkit.recipe import DataConfig
+
+    scrubber, total, changed = Deidentifier("tag"), 0, 0
+    for _, messages in iter_file(path, DataConfig(path=path)):
+        if isinstance(messages, BadRecord):
+            continue
+        for before, after in zip(messages, scrubber.record(messages)):
+            total += len(before["content"])
+            changed += changed_chars(before["content"], after["content"])
+    return {"file": Path(path).name, "chars": total, "changed": changed, "rate": round(changed / max(total, 1), 5),
+            "replacements": dict(sorted(scrubber.counts.items()))}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5, help="test-set variants (300 dialogs each)")
     parser.add_argument("--style", default="tag", choices=["tag", "surrogate"])
     parser.add_argument("--out", help="write the JSON result here")
+    parser.add_argument("--real", nargs="*", default=[], help="also measure over-scrubbing on these real dialog files")
     args = parser.parse_args(argv)
     result = evaluate(list(range(args.seeds)), args.style)
+    result["real_files"] = [overscrub_on_file(path) for path in args.real if Path(path).is_file()]
     result["command"] = "python -m bench.deid_quality " + " ".join(argv if argv is not None else sys.argv[1:])
     print(f"{result['dialogs']} dialogs, {sum(result['identifiers'].values())} identifiers ({args.style})")
     for kind, value in result["recall"].items():
@@ -77,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     over = result["over_scrubbing"]
     print(f"over-scrubbing {over['rate']:.4%} of {over['chars']} clean characters ({over['replacements']}); "
           f"knowledge fields altered {len(result['knowledge_fields_altered'])} of {result['knowledge_fields']}")
+    for real in result["real_files"]:
+        print(f"real file {real['file']}: {real['rate']:.4%} of {real['chars']} characters changed ({real['replacements']})")
     print("goals met" if result["goals_met"] else "goals NOT met")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

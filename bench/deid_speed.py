@@ -6,7 +6,9 @@ Corpus: bench.data's long-tailed consultation mix (median reply ~150 characters,
 test set's dialogs with planted identifiers. Arms, run in turns so machine noise hits both alike:
   baseline   JSON round trip of every dialog (what any pass over the data costs at least)
   ours       Deidentifier("tag").record on every dialog, the same JSON round trip included
-Goal: >= 300 dialogs/s (100k dialogs in under six minutes) for `ours`.
+Goal: >= 300 dialogs/s (100k dialogs in under six minutes) for `ours`, judged on CPU seconds of this process
+(time.process_time): on a machine shared with other jobs wall time measures the queue for the core, not us;
+wall-clock figures are recorded too, with the load average.
 """
 from __future__ import annotations
 
@@ -51,11 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     chars = sum(len(m["content"]) for r in rows for m in r["messages"])
     segmenter()   # the dictionary build (~1-2 s, once per process) is not per-dialog cost
     timings: dict[str, list[float]] = {"baseline": [], "ours": []}
+    wall: dict[str, list[float]] = {"baseline": [], "ours": []}
     for _ in range(args.repeats):
         for arm, run in (("baseline", _baseline), ("ours", _ours)):
-            started = time.perf_counter()
+            started, started_wall = time.process_time(), time.perf_counter()
             run(rows)
-            timings[arm].append(time.perf_counter() - started)
+            timings[arm].append(time.process_time() - started)
+            wall[arm].append(time.perf_counter() - started_wall)
     best = {arm: min(times) for arm, times in timings.items()}
     result = {
         "schema": "doctorkit-bench/1", "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -64,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
                     "load_avg": list(os.getloadavg()),
                     "note": "shared with other jobs while measured (8 sessions on 2 cores)"},
         "dialogs": len(rows), "chars": chars, "mean_chars_per_dialog": round(chars / len(rows), 1),
-        "seconds": {arm: [round(t, 4) for t in times] for arm, times in timings.items()},
+        "cpu_seconds": {arm: [round(t, 4) for t in times] for arm, times in timings.items()},
+        "wall_seconds": {arm: [round(t, 4) for t in times] for arm, times in wall.items()},
+        "wall_dialogs_per_s": {arm: round(len(rows) / min(times), 1) for arm, times in wall.items()},
         "dialogs_per_s": {arm: round(len(rows) / t, 1) for arm, t in best.items()},
         "chars_per_s": {arm: round(chars / t) for arm, t in best.items()},
         "ratio_ours_to_baseline_time": round(best["ours"] / best["baseline"], 1),
@@ -73,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"{len(rows)} dialogs ({result['mean_chars_per_dialog']} characters each on average), one core: "
           f"baseline {result['dialogs_per_s']['baseline']}/s, de-identification {result['dialogs_per_s']['ours']}/s "
+          f"per CPU second (wall: {result['wall_dialogs_per_s']['ours']}/s at load {os.getloadavg()[0]:.1f}) "
           f"({result['minutes_per_100k_dialogs']} min per 100k dialogs; goal {GOAL:g}/s "
           f"{'met' if result['goal_met'] else 'NOT met'})")
     if args.out:
