@@ -206,3 +206,12 @@ def test_translate_seed_sends_only_deidentified_text(tmp_path, teacher_server):
     pairs = WorkFiles(recipe).pairs.read_text(encoding="utf-8")
     assert "Smith" not in pairs and report["deid_replacements"]["NAME"] == 2
     assert seed(recipe)["teacher_calls"] == 0   # cache keyed on the de-identified text: a rerun is free
+
+
+def test_evaluate_needs_data_unless_the_task_names_a_run_file(tmp_path):
+    from doctorkit.evaluate.command import main
+
+    with pytest.raises(DoctorKitError, match="--data is required for --task dialog"):
+        main([str(tmp_path), "--task", "dialog"])
+    with pytest.raises(DoctorKitError, match="canaries.jsonl: evaluation data file not found"):
+        main([str(tmp_path), "--task", "canary"])   # the default file inside the run directory
