@@ -31,7 +31,7 @@ from doctorkit.deid.patterns import Span, find_patterns
 from doctorkit.deid.replace import LABELS, STYLES, RecordScope
 from doctorkit.errors import DoctorKitError
 
-__all__ = ["Deidentifier", "scrub", "LABELS", "STYLES", "Span", "find_spans"]
+__all__ = ["Deidentifier", "scrub", "warm_up", "LABELS", "STYLES", "Span", "find_spans"]
 PROPAGATED = 15   # priority of a name found elsewhere in the record and matched again by its text
 
 
@@ -102,6 +102,13 @@ class Deidentifier:
 
 def _digest(messages: list[dict]) -> str:
     return hashlib.sha256("\x00".join(m["content"] for m in messages).encode("utf-8")).hexdigest()[:16]
+
+
+def warm_up() -> None:
+    """Build the name segmenter now (jieba's dictionary: 1-2 s once per process) instead of on the first
+    text that holds a name candidate; a server calls this at start."""
+    from doctorkit.deid.names import segmenter
+    segmenter()
 
 
 def scrub(text: str, style: str = "tag") -> str:
