@@ -134,7 +134,7 @@ def _date(scope: RecordScope, value: str) -> str:
             year, month, day = numbers if len(numbers) == 3 else [2001, *numbers]
             year = year + (1900 if 30 <= year < 100 else 2000 if year < 30 else 0)
         elif len(numbers) == 1:           # a birth year alone
-            return str(numbers[0] + round(scope.shift / 365))
+            return str(numbers[0] + (round(scope.shift / 365) or (1 if scope.shift > 0 else -1)))
         elif numbers[0] > 31:             # 2023-03-05
             year, month, day = numbers
         elif "." in value or numbers[0] > 12:   # 05.03.2023, 25/03/2023: day first
