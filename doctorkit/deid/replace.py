@@ -119,7 +119,8 @@ def _address(scope: RecordScope, value: str) -> str:
 
 
 def _age(scope: RecordScope, value: str) -> str:
-    return "90岁以上" if "岁" in value else "90+"
+    # HIPAA's "90 or older" bucket, written as "over 89" so an age of exactly 90 is not left in the text
+    return "89岁以上" if "岁" in value else "over 89"
 
 
 def _date(scope: RecordScope, value: str) -> str:
