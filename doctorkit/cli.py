@@ -15,6 +15,7 @@ COMMANDS = {
     "knowledge": ("doctorkit.knowledge", "search a disease knowledge base"),
     "demo": ("app", "serve the Gradio chat demo"),
     "translate": ("translate", "translation distillation: seed / distill / run / score"),
+    "deid": ("doctorkit.deid", "de-identify a dialog file (names, ID / phone / record numbers, addresses...)"),
 }
 
 

@@ -54,6 +54,10 @@ class DataConfig(Section):
     knowledge_budget: int = 400      # max tokens of injected knowledge (the text is cut to fit)
     knowledge_threshold: float = 6.0  # min retrieval score; below it the prompt stays ungrounded
     mix: Optional[list[MixSource]] = None  # [{path, weight}, ...]: replaces data.path, mixed by ratio (forgetting)
+    deid: bool = False               # de-identify every conversation before training (doctorkit.deid)
+    deid_style: Literal["tag", "surrogate"] = "tag"  # tag: 【姓名1】 placeholders; surrogate: realistic fakes
+    canaries: int = 0                # insert K canary records (+ K controls) to measure memorization
+    canary_repeats: int = Field(1, ge=1)  # copies of each inserted canary (more copies: more memorized)
 
 
 class TrainConfig(Section):

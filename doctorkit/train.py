@@ -154,6 +154,7 @@ def collect_metrics(trainer, report, runtime_s: float, model) -> dict:
         "train_tokens": report.train_tokens,
         "supervised_tokens": report.supervised_tokens,
         "data_mix": report.mix,
+        "deid_replacements": report.deid_replacements,
         "tokens_seen": int(tokens_seen),
         "runtime_s": round(runtime_s, 3),
         "tokens_per_s": round(tokens_seen / runtime_s, 2) if runtime_s > 0 else None,
@@ -206,6 +207,9 @@ def train(recipe, resume: bool = False, overwrite: bool = False) -> Path:
         model.save_pretrained(run_dir / ADAPTER)
         tokenizer.save_pretrained(run_dir / TOKENIZER)
         save_recipe(recipe, run_dir / RECIPE)
+        if data.canaries:   # data.canaries: what `evaluate RUN --task canary` ranks
+            from doctorkit.deid.canary import write_canaries
+            write_canaries(run_dir, data.canaries)
         metrics = collect_metrics(trainer, data.report, runtime, model)
         write_metrics(run_dir, metrics)
         plot_losses(metrics["log_history"], run_dir / LOSS_PNG, title=f"{recipe.method} on {recipe.model}")

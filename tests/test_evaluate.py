@@ -176,7 +176,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys, make, args, message):
 
 
 def test_unknown_task_is_rejected():
-    with pytest.raises(DoctorKitError, match="available: dialog, mcq"):
+    with pytest.raises(DoctorKitError, match=r"available: (.+, )?dialog, mcq"):   # other tasks (canary, ...) may come first
         from doctorkit.evaluate import get_task
         get_task("ner")
 

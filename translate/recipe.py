@@ -47,6 +47,8 @@ class TeacherConfig(Section):
     backoff_max_s: float = 30.0      # cap on one wait (also caps a server's Retry-After)
     price_input_per_1m: float = 0.5  # USD per 1M prompt tokens (gpt-3.5-turbo-0125 list price)
     price_output_per_1m: float = 1.5  # USD per 1M completion tokens
+    deid: bool = True                # de-identify every segment before it leaves the machine (translate/privacy.py)
+    allow_identifiable: bool = False  # needed to turn deid off for a teacher not on 127.0.0.1 / localhost
 
 
 class SeedConfig(Section):

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from tqdm import tqdm
 
 from translate.cache import TeacherCache, cache_key
+from translate.privacy import outgoing_filter
 from translate.records import Record, read_records
 from translate.recipe import TranslateRecipe, WorkFiles
 from translate.segment import Unsplittable, split_field
@@ -54,6 +55,7 @@ def price(cfg, prompt_tokens: int, completion_tokens: int) -> float:
 
 def seed(recipe: TranslateRecipe) -> dict:
     from translate.teacher import Teacher  # imports openai; here so a key check is the first thing we do
+    outgoing, scrubber = outgoing_filter(recipe.teacher, recipe.seed)   # teacher.deid: before anything is sent
     teacher = Teacher(recipe.teacher)
     files = WorkFiles(recipe)
     files.root.mkdir(parents=True, exist_ok=True)
@@ -63,6 +65,7 @@ def seed(recipe: TranslateRecipe) -> dict:
     occurrences: dict[str, list[tuple[str, str, int]]] = {}   # English text -> where it occurs
     skipped = 0
     for record in chosen:
+        record = Record(record.id, messages=outgoing(record.messages, record.id), extra=record.extra)
         try:
             segs = segments_of(record, recipe.segment.max_chars)
         except Unsplittable:
@@ -120,6 +123,7 @@ def seed(recipe: TranslateRecipe) -> dict:
         "cost_usd": price(cfg, totals["prompt_tokens"], totals["completion_tokens"]),
         "paid_this_run_usd": price(cfg, totals["new_prompt_tokens"], totals["new_completion_tokens"]),
         "teacher_model": cfg.model, "seconds": round(time.time() - started, 2),
+        "deid": cfg.deid, "deid_replacements": dict(sorted(scrubber.counts.items())) if scrubber else {},
     }
     files.seed_report.write_text(json.dumps(report, indent=2), encoding="utf-8")
     print(f"seed: {report['records']} records -> {report['unique_segments']} segments "

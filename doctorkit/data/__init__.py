@@ -28,6 +28,7 @@ class Prepared:
     train: datasets.Dataset
     eval: datasets.Dataset | None
     report: DataReport
+    canaries: list = dataclasses.field(default_factory=list)   # data.canaries: written to the run directory
 
 
 def _paths(path) -> list[str]:
@@ -110,6 +111,8 @@ def prepare(recipe, tokenizer) -> Prepared:
         train_convs, eval_convs = pool, read_conversations(data, data.val_path, report)[:data.max_samples]
     else:
         train_convs, eval_convs = split(pool, data.val_ratio, recipe.seed)
+    from doctorkit.deid.training import privacy_step   # data.deid, data.canaries
+    train_convs, eval_convs, canaries = privacy_step(data, recipe.seed, train_convs, eval_convs, report)
     from doctorkit.knowledge import KnowledgeSettings, grounder
     knowledge = KnowledgeSettings.from_data_config(data)
     ground = grounder(knowledge, tokenizer) if knowledge else None
@@ -126,7 +129,7 @@ def prepare(recipe, tokenizer) -> Prepared:
     report.eval_samples = len(eval_rows)
     report.eval_lengths = [len(r["input_ids"]) for r in eval_rows]
     report.eval_tokens = sum(report.eval_lengths)
-    return Prepared(_dataset(train_rows), _dataset(eval_rows) if eval_rows else None, report)
+    return Prepared(_dataset(train_rows), _dataset(eval_rows) if eval_rows else None, report, canaries)
 
 
 def run(argv: list[str] | None = None) -> None:

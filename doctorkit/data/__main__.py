@@ -51,7 +51,8 @@ def preview(prepared, tokenizer, n: int, color: bool) -> None:
 
 def stats_dict(report) -> dict:
     out = {key: getattr(report, key) for key in ("samples_used", "samples_skipped", "train_tokens",
-                                                 "supervised_tokens", "eval_samples", "eval_tokens", "truncated")}
+                                                 "supervised_tokens", "eval_samples", "eval_tokens", "truncated",
+                                                 "deid_replacements", "deid_records", "canaries")}
     out["train_length"] = percentiles(report.lengths)
     out["eval_length"] = percentiles(report.eval_lengths)
     out["problems"] = report.problems[:20]
@@ -64,6 +65,9 @@ def print_stats(stats: dict) -> None:
     print(f"train tokens       {stats['train_tokens']:,} ({stats['supervised_tokens']:,} supervised)")
     print(f"eval tokens        {stats['eval_tokens']:,}")
     print(f"truncated          {stats['truncated']}")
+    if stats["deid_records"]:
+        print(f"de-identified      {stats['deid_records']} conversations: "
+              + ", ".join(f"{kind} {n}" for kind, n in stats["deid_replacements"].items()))
     skipped = stats["samples_skipped"]
     print(f"skipped            {sum(skipped.values())}")
     for reason, count in sorted(skipped.items(), key=lambda kv: -kv[1]):

@@ -22,6 +22,9 @@ class DataReport:
     eval_lengths: list[int] = dataclasses.field(default_factory=list)
     problems: list[str] = dataclasses.field(default_factory=list)      # "file:line: reason", first ones
     mix: dict = dataclasses.field(default_factory=dict)  # data.mix: per source weight, available, used
+    deid_replacements: dict[str, int] = dataclasses.field(default_factory=dict)  # data.deid: type -> count
+    deid_records: int = 0                      # data.deid: conversations with at least one replacement
+    canaries: int = 0                          # data.canaries: canary copies inserted into train
 
     def skip(self, reason: str, where: str | None = None, detail: str | None = None) -> None:
         counts = Counter(self.samples_skipped)
@@ -56,6 +59,11 @@ class DataReport:
             f"data: skipped {self.skipped_total} ({skipped}); truncated {self.truncated}",
             f"data: train lengths p50 {p['p50']}, p90 {p['p90']}, p99 {p['p99']}, max {p['max']} tokens",
         ]
+        if self.deid_replacements or self.deid_records:
+            counts = ", ".join(f"{kind} {n}" for kind, n in self.deid_replacements.items())
+            lines.append(f"data: de-identified {self.deid_records} conversations ({counts})")
+        if self.canaries:
+            lines.append(f"data: {self.canaries} canary copies inserted (memorization check)")
         lines += [f"  {note}" for note in self.problems[:5]]
         if self.skipped_total > 5 and len(self.problems) > 5:
             lines.append(f"  ... {self.skipped_total - 5} more skipped (python -m doctorkit.data stats RECIPE)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from doctorkit.errors import DoctorKitError, cli_main
 from doctorkit.evaluate.tasks import EvalOptions, available_tasks, get_task
@@ -14,7 +15,8 @@ def parse_args(argv):
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="tasks:\n" + "\n".join(f"  {n:<8} {get_task(n).SUMMARY}" for n in available_tasks()))
     parser.add_argument("target", help="run directory, exported model folder, hub id, or builtin:tiny")
-    parser.add_argument("--data", help="evaluation file (JSONL or JSON list); mcq: an exam file or folder in any layout")
+    parser.add_argument("--data", help="evaluation file (JSONL or JSON list); mcq: an exam file or folder in any "
+                                       "layout; canary: defaults to RUN_DIR/canaries.jsonl")
     parser.add_argument("--task", choices=available_tasks())
     parser.add_argument("--suite", help="SUITE.yaml: several exams, tuned vs base, one table (doctorkit/evaluate/suite.py)")
     parser.add_argument("--base", action="store_true", help="also evaluate the base model (adapter off), print the difference")
@@ -74,8 +76,13 @@ def main(argv: list[str] | None = None) -> int:
         suite = run_suite(args.target, args.suite, out_dir=args.out, device=args.device, batch_size=args.batch_size)
         print(json.dumps(suite, indent=2, ensure_ascii=False) if args.json else format_suite(suite))
         return 0
-    if not args.data or not args.task:
-        raise DoctorKitError("give --data FILE and --task (dialog or mcq), or --suite SUITE.yaml")
+    if not args.task:
+        raise DoctorKitError(f"give --task ({', '.join(available_tasks())}) with --data FILE, or --suite SUITE.yaml")
+    if args.data is None:   # a task whose data lives in the run directory (canary) names its file
+        default = getattr(get_task(args.task), "DEFAULT_DATA", None)
+        if default is None or not Path(args.target).is_dir():
+            raise DoctorKitError(f"--data is required for --task {args.task}")
+        args.data = str(Path(args.target) / default)
     if args.samples < 1 or args.shots < 0:
         raise DoctorKitError("--samples must be >= 1 and --shots >= 0")
     options = EvalOptions(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
