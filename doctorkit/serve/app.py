@@ -93,7 +93,7 @@ def create_app(served: dict, batchers: dict, limits: Limits, audit: AuditLog, gr
         done = lambda status, error=None: audit.write(   # noqa: E731  one audit line per request, at its end
             **record, status=status, prompt_tokens=len(job.row.prompt), completion_tokens=len(job.row.tokens),
             latency_s=time.monotonic() - started, finish_reason=job.row.finish_reason, error=error,
-            messages=messages, reply=job.row.text)
+            messages=messages, reply=job.row.text.strip())
         if req.stream:
             return StreamingResponse(stream_events(job, req, done), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
