@@ -44,6 +44,7 @@ def parse_args(argv):
     p.add_argument("--max-batch", type=int, default=16, help="requests generated together")
     p.add_argument("--batch-window-ms", type=float, default=20.0, help="how long a batch waits for company")
     p.add_argument("--device", help="cuda / cpu (default: cuda when available)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's; 1 on a busy shared CPU)")
     p.add_argument("--engine", choices=["builtin", "vllm"], default="builtin")
     p.add_argument("--tensor-parallel-size", type=int, default=1, help="vLLM: GPUs per model")
     p.add_argument("--dry-run", action="store_true", help="vLLM: print the command, do not start it")
@@ -89,6 +90,9 @@ def build(args):
 
     adapters = [parse_adapter(a) for a in args.adapter]
     check_limits(args)
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     keys = api_keys(args.api_key_env, args.host)
     if args.knowledge:
         from doctorkit.knowledge.cli import load_reporting

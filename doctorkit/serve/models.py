@@ -52,7 +52,14 @@ class Backend:
         """How to run a batch: a context manager around generate() and extra generate() kwargs."""
         if self.mixes_adapters:
             names = [s.adapter if s.adapter and not s.base else BASE_SLOT for s in batch]
-            return contextlib.nullcontext(), {"adapter_names": names}
+            if len(set(names)) > 1:
+                return contextlib.nullcontext(), {"adapter_names": names}
+            # One adapter for the whole batch: switch to it instead, since adapter_names' per-layer hooks cost
+            # about a third of the speed of a tiny model on CPU (measured: 51 -> 33 tokens/s at batch 1).
+            if names[0] == BASE_SLOT:
+                return self.model.disable_adapter(), {}
+            self.model.set_adapter(names[0], inference_mode=True)
+            return contextlib.nullcontext(), {}
         if batch[0].base and callable(getattr(self.model, "disable_adapter", None)):
             return self.model.disable_adapter(), {}
         return contextlib.nullcontext(), {}
