@@ -4,6 +4,7 @@ import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import openai
@@ -186,16 +187,28 @@ def test_audit_log_has_one_line_per_request_and_no_content(server):
     assert lines[-3]["completion_tokens"] > 0 and "messages" not in lines[-3] and "头痛" not in json.dumps(lines)
 
 
-def test_log_content_goes_through_loggable_content(runs, monkeypatch):
+def test_knowledge_grounds_unless_turned_off_and_content_is_logged_through_one_function(runs, monkeypatch):
     import doctorkit.serve.audit as audit
+    from doctorkit.generation import prompt_token_ids
+    from doctorkit.knowledge import KnowledgeSettings, grounder
+    from doctorkit.recipe import DataConfig
+    from doctorkit.rundir import load_run
 
+    kb_path = Path(__file__).resolve().parents[1] / "data" / "knowledge_zh.jsonl"
     monkeypatch.setattr(audit, "loggable_content", lambda text: f"<scrubbed {len(text)}>")
     log = runs["root"] / "content.jsonl"
-    with ServerThread([str(runs["cardio"]), "--audit-log", str(log), "--log-content"]) as srv:
-        reply = ask(srv, "cardio").choices[0].message.content
-    (line,) = audit_lines(log)
-    assert line["messages"] == [{"role": "user", "content": f"<scrubbed {len(QUESTION[0]['content'])}>"}]
-    assert line["reply"] == f"<scrubbed {len(reply)}>"
+    question = [{"role": "user", "content": "医生您好，我一边脑袋跳着疼，还怕光，怎么办？"}]   # 偏头痛 in the KB
+    with ServerThread([str(runs["cardio"]), "--audit-log", str(log), "--log-content", "--knowledge", str(kb_path)]) as srv:
+        grounded = ask(srv, "cardio", question)
+        plain = ask(srv, "cardio", question, extra_body={"knowledge": False})
+    tokenizer = load_run(runs["cardio"]).tokenizer
+    settings = KnowledgeSettings.from_data_config(DataConfig(knowledge=str(kb_path)))   # the run's defaults
+    messages, hits = grounder(settings, tokenizer)(question)
+    assert hits and grounded.usage.prompt_tokens == len(prompt_token_ids(tokenizer, messages))
+    assert plain.usage.prompt_tokens == len(prompt_token_ids(tokenizer, question)) < grounded.usage.prompt_tokens
+    first, second = audit_lines(log)
+    assert first["messages"] == [{"role": "user", "content": f"<scrubbed {len(question[0]['content'])}>"}]
+    assert first["reply"] == f"<scrubbed {len(grounded.choices[0].message.content)}>"
 
 
 # ------------------------------------------------------------------------ bad input at start, one line ---

@@ -117,7 +117,8 @@ def create_app(served: dict, batchers: dict, limits: Limits, audit: AuditLog, gr
         if asked > limits.max_tokens:
             raise ApiError(400, f"max_tokens {asked} is over this server's limit of {limits.max_tokens}",
                            param="max_tokens")
-        messages = [{"role": m.role, "content": m.text()} for m in req.messages]
+        sent = [{"role": m.role, "content": m.text()} for m in req.messages]   # what the audit log may keep
+        messages = [dict(m) for m in sent]
         if s.system_prompt and messages[0]["role"] != "system":   # the prompt the run was trained with
             messages.insert(0, {"role": "system", "content": s.system_prompt})
         if req.knowledge:
@@ -138,7 +139,7 @@ def create_app(served: dict, batchers: dict, limits: Limits, audit: AuditLog, gr
             batchers[id(s.backend)].submit(job)
         except QueueFull as err:
             raise ApiError(429, str(err), code="queue_full") from None
-        return job, messages
+        return job, sent
 
     return app
 
