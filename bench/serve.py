@@ -16,6 +16,7 @@ import datetime as dt
 import json
 import os
 import platform
+import socket
 import statistics
 import subprocess
 import sys
@@ -60,10 +61,18 @@ def start_server(run_dir: Path, port: int, max_tokens: int) -> subprocess.Popen:
                              "--audit-log", "", "--max-batch", "16", "--max-tokens", str(max_tokens),
                              "--threads", str(THREADS)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    said = []
     for line in proc.stdout:   # "serving on ..." once the models are loaded
         if line.startswith("serving on"):
             return proc
-    raise RuntimeError(f"server did not start (exit {proc.wait()})")
+        said.append(line.strip())
+    raise RuntimeError(f"server did not start (exit {proc.wait()}): {said[-1:] }")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def requests_for(n: int) -> list[list[dict]]:
@@ -153,12 +162,11 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="requests per client")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--max-tokens", type=int, default=48)
-    parser.add_argument("--port", type=int, default=18231)
     parser.add_argument("--out", default=str(RESULTS / "serve-cpu.json"))
     args = parser.parse_args(argv)
     load_start = os.getloadavg()
     rows = [row for model in args.model or ["builtin:tiny", "small-llama"]
-            for row in bench_model(model, args.clients, args.rounds, args.repeats, args.max_tokens, args.port)]
+            for row in bench_model(model, args.clients, args.rounds, args.repeats, args.max_tokens, free_port())]
     out = Path(args.out)
     result = {"schema": "doctorkit-bench/1", "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "command": "python -m bench.serve " + " ".join(argv if argv is not None else sys.argv[1:]),

@@ -1,6 +1,7 @@
 """The OpenAI-compatible server (doctorkit.serve) driven by the official `openai` client on 127.0.0.1:
 names -> adapters, streaming, batching without mixing, every error status, cancellation, the audit log."""
 import json
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +42,8 @@ def ask(srv, model, messages=QUESTION, **kw):
 
 
 def audit_lines(path) -> list[dict]:
+    if not path.exists():   # nothing logged yet
+        return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
@@ -232,6 +235,11 @@ def test_unsafe_or_broken_starts_are_one_line(runs, tmp_path, capsys, monkeypatc
     assert "expected NAME=RUN_DIR" in serve_error([str(runs["cardio"]), "--adapter", "derm"], capsys)
     assert "run directory not found" in serve_error([str(runs["cardio"]), "--adapter", f"x={tmp_path / 'no'}"], capsys)
     assert "--max-tokens must be positive" in serve_error([str(runs["cardio"]), "--max-tokens", "0"], capsys)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        assert "cannot listen there" in serve_error([str(runs["cardio"]), "--port", port], capsys)
 
 
 # --------------------------------------------------------------------------- vLLM: pre-flight and argv ---

@@ -67,6 +67,8 @@ def api_keys(env_name: str | None, host: str) -> list[str]:
 
 def check_port_free(host: str, port: int) -> None:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # as uvicorn binds: connections of a previous server in TIME_WAIT must not block a restart
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as err:
@@ -81,22 +83,32 @@ def check_limits(args) -> None:
         raise DoctorKitError("--queue-timeout and --time-limit must be positive, --batch-window-ms not negative")
 
 
+def check_args(args) -> tuple[list, list[str]]:
+    """Every check that needs no model: one line each, before anything slow. Returns (adapters, API keys)."""
+    from doctorkit.serve.models import parse_adapter
+
+    adapters = [parse_adapter(a) for a in args.adapter]
+    check_limits(args)
+    keys = api_keys(args.api_key_env, args.host)
+    if args.knowledge:
+        from doctorkit.knowledge.cli import load_reporting
+        load_reporting(args.knowledge)   # warns about skipped lines; one line on a missing file
+    return adapters, keys
+
+
 def build(args):
     """Load every model and return (app, batchers); split from main() so tests and bench start it in-process."""
     from doctorkit.serve.app import Limits, create_app
     from doctorkit.serve.audit import AuditLog
     from doctorkit.serve.batcher import Batcher
-    from doctorkit.serve.models import load_served, parse_adapter
+    from doctorkit.serve.models import load_served
 
-    adapters = [parse_adapter(a) for a in args.adapter]
-    check_limits(args)
+    adapters, keys = check_args(args)
+    check_port_free(args.host, args.port)
+    print(f"loading {args.target} ...", flush=True)
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
-    keys = api_keys(args.api_key_env, args.host)
-    if args.knowledge:
-        from doctorkit.knowledge.cli import load_reporting
-        load_reporting(args.knowledge)   # one line on a bad file, before the models load
     served = load_served(args.target, adapters, device=args.device)
     batchers = {}
     for s in served.values():
@@ -127,8 +139,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.engine == "vllm":
         from doctorkit.serve.vllm import main_vllm
         return main_vllm(args)
-    check_port_free(args.host, args.port)
-    print(f"loading {args.target} ...", flush=True)
     app, batchers = build(args)
 
     import uvicorn
