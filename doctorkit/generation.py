@@ -38,10 +38,6 @@ def prompt_token_ids(tokenizer, messages: list[dict]) -> list[int]:
     return list(out["input_ids"])
 
 
-def encode_prompt(tokenizer, messages: list[dict]) -> torch.Tensor:
-    return torch.tensor([prompt_token_ids(tokenizer, messages)])
-
-
 def sampling_kwargs(temperature: float = 0.7, top_p: float = 0.9, repetition_penalty: float = 1.1,
                     max_new_tokens: int = 256) -> dict:
     kwargs = dict(max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty)

@@ -132,11 +132,13 @@ def test_bad_requests_get_openai_errors_and_the_server_keeps_serving(server):
 def test_keys_queue_full_queue_timeout_and_time_limit(runs, monkeypatch):
     key = "k-0123456789abcdef"
     monkeypatch.setenv("DK_TEST_KEYS", f"other-0123456789abcdef,{key}")
-    with ServerThread([str(runs["cardio"]), "--api-key-env", "DK_TEST_KEYS", "--queue-size", "1", "--max-batch", "1",
+    # TARGET a base model this time, the run added as an adapter on it
+    with ServerThread(["builtin:tiny", "--adapter", f"cardio={runs['cardio']}", "--api-key-env", "DK_TEST_KEYS",
+                       "--queue-size", "1", "--max-batch", "1",
                        "--queue-timeout", "0.5", "--audit-log", str(runs["root"] / "keys.jsonl")]) as srv:
         assert error_of(lambda: client(srv, "wrong-key").models.list()).status_code == 401
         assert httpx.get(srv.url + "/models").status_code == 401
-        assert client(srv, key).models.list().data[0].id == "cardio"
+        assert [m.id for m in client(srv, key).models.list()] == ["builtin:tiny", "cardio"]
         gate = threading.Event()
         (batcher,) = srv.batchers.values()
         run_batch = batcher._run
