@@ -234,6 +234,7 @@ def test_unsafe_or_broken_starts_are_one_line(runs, tmp_path, capsys, monkeypatc
     assert "unset or empty" in serve_error([str(runs["cardio"]), "--api-key-env", "DK_NO_SUCH_KEY"], capsys)
     monkeypatch.setenv("DK_SHORT", "abc")
     assert "at least 16" in serve_error([str(runs["cardio"]), "--api-key-env", "DK_SHORT"], capsys)
+    assert "not found" in serve_error([str(tmp_path / "gone")], capsys)
     assert "expected NAME=RUN_DIR" in serve_error([str(runs["cardio"]), "--adapter", "derm"], capsys)
     assert "run directory not found" in serve_error([str(runs["cardio"]), "--adapter", f"x={tmp_path / 'no'}"], capsys)
     assert "--max-tokens must be positive" in serve_error([str(runs["cardio"]), "--max-tokens", "0"], capsys)

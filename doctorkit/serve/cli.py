@@ -88,6 +88,8 @@ def check_args(args) -> tuple[list, list[str]]:
     from doctorkit.serve.models import parse_adapter
 
     adapters = [parse_adapter(a) for a in args.adapter]
+    if args.target.startswith(("/", "./", "../", "~")) and not Path(args.target).expanduser().exists():
+        raise DoctorKitError(f"{args.target}: not found (give a run directory, a model folder or a hub id)")
     check_limits(args)
     keys = api_keys(args.api_key_env, args.host)
     if args.knowledge:
