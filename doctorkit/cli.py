@@ -14,6 +14,7 @@ COMMANDS = {
     "export": ("doctorkit.export", "merge a LoRA run into a standalone model folder"),
     "knowledge": ("doctorkit.knowledge", "search a disease knowledge base"),
     "demo": ("app", "serve the Gradio chat demo"),
+    "serve": ("doctorkit.serve", "serve runs through an OpenAI-compatible API (or vLLM)"),
     "translate": ("translate", "translation distillation: seed / distill / run / score"),
     "deid": ("doctorkit.deid", "de-identify a dialog file (names, ID / phone / record numbers, addresses...)"),
 }

@@ -1,11 +1,22 @@
-"""Reply generation shared by chat, the demo and evaluation: the chat template, stop tokens, streaming."""
+"""Reply generation shared by chat, the demo, the server and evaluation: the chat template, stop tokens,
+streaming, and batches of independent replies.
+
+`generate_rows` is the one generation loop: chat and the demo run it with one row, the server
+(doctorkit.serve) with every request that arrived together. Each row carries its own prompt, length limit,
+stop strings, cancel switch and deadline, and receives its text as it grows; a row that ends early stops
+being computed while the others go on (transformers marks it finished and pads it).
+"""
 from __future__ import annotations
 
+import queue
 import threading
-from typing import Iterator
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers.generation.streamers import BaseStreamer
 
 from doctorkit.data.masking import turn_terminators
 
@@ -21,19 +32,10 @@ def stop_token_ids(model, tokenizer) -> list[int]:
     return sorted(ids)
 
 
-def encode_prompt(tokenizer, messages: list[dict]) -> torch.Tensor:
-    out = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-    return out["input_ids"]
-
-
-class _StopEvent(StoppingCriteria):
-    """Lets a Stop button (or Ctrl-C) end generation between tokens."""
-
-    def __init__(self, event: threading.Event):
-        self.event = event
-
-    def __call__(self, input_ids, scores, **kwargs):
-        return self.event.is_set()
+def prompt_token_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """The prompt exactly as training formats it: the tokenizer's own chat template, generation prompt added."""
+    out = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
+    return list(out["input_ids"])
 
 
 def sampling_kwargs(temperature: float = 0.7, top_p: float = 0.9, repetition_penalty: float = 1.1,
@@ -46,30 +48,133 @@ def sampling_kwargs(temperature: float = 0.7, top_p: float = 0.9, repetition_pen
     return kwargs
 
 
+@dataclass
+class Row:
+    """One reply being generated. `on_text(piece)` receives new text as it becomes final."""
+    prompt: list[int]
+    max_new_tokens: int
+    stop: tuple[str, ...] = ()                  # stop strings (OpenAI `stop`): the reply ends before them
+    cancel: threading.Event | None = None       # set it (Stop button, client gone) to end this row
+    deadline: float | None = None               # time.monotonic() after which the row ends ("time")
+    on_text: Callable[[str], None] | None = None
+    tokens: list[int] = field(default_factory=list)
+    text: str = ""                              # final reply text (stop string cut off)
+    sent: int = 0                               # characters of `text` handed to on_text so far
+    finish_reason: str | None = None            # stop | length | cancelled | time
+
+    def finish(self, reason: str) -> None:
+        if self.finish_reason is None:
+            self.finish_reason = reason
+
+    def check_limits(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            self.finish("cancelled")
+        elif self.deadline is not None and time.monotonic() > self.deadline:
+            self.finish("time")
+
+
+class _RowsStreamer(BaseStreamer):
+    """Receives each step's new token of every row: appends it, decodes the row, applies stop rules."""
+
+    def __init__(self, rows: list[Row], tokenizer, stop_ids: list[int]):
+        self.rows, self.tokenizer, self.stop_ids = rows, tokenizer, set(stop_ids)
+        self.prompt_seen = False
+        self.holdback = max((len(s) for r in rows for s in r.stop), default=1) - 1
+
+    def put(self, value):
+        if not self.prompt_seen:  # generate hands the prompt in first
+            self.prompt_seen = True
+            return
+        for row, token in zip(self.rows, value.reshape(-1).tolist()):
+            if row.finish_reason is not None:
+                continue
+            if token in self.stop_ids:
+                row.finish("stop")
+            else:
+                row.tokens.append(token)
+                self._decode(row)
+                if row.finish_reason is None and len(row.tokens) >= row.max_new_tokens:
+                    row.finish("length")
+            row.check_limits()
+            self._emit(row, final=row.finish_reason is not None)
+
+    def end(self):
+        for row in self.rows:
+            row.finish("length")
+            self._emit(row, final=True)
+
+    def _decode(self, row: Row) -> None:
+        text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
+        cut = min((i for i in (text.find(s) for s in row.stop if s) if i >= 0), default=-1)
+        if cut >= 0:
+            row.text = text[:cut]
+            row.finish("stop")
+        else:
+            row.text = text
+
+    def _emit(self, row: Row, final: bool) -> None:
+        # Hold back an incomplete UTF-8 character and any tail that could still grow into a stop string.
+        end = len(row.text) if final else len(row.text.rstrip("\ufffd")) - self.holdback
+        if end > row.sent and row.on_text is not None:
+            row.on_text(row.text[row.sent:end])
+        row.sent = max(row.sent, end)
+
+
+class _RowsDone(StoppingCriteria):
+    """Per-row stop flags for transformers: a finished row is padded while the others go on."""
+
+    def __init__(self, rows: list[Row]):
+        self.rows = rows
+
+    def __call__(self, input_ids, scores, **kwargs):
+        for row in self.rows:
+            row.check_limits()
+        return torch.tensor([r.finish_reason is not None for r in self.rows], device=input_ids.device)
+
+
+def generate_rows(model, tokenizer, rows: list[Row], sampling: dict | None = None, seed: int | None = None,
+                  **generate_kwargs) -> list[Row]:
+    """Generate every row in one left-padded batch (`generate_kwargs` e.g. PEFT's adapter_names)."""
+    pad_id = tokenizer.pad_token_id
+    stops = stop_token_ids(model, tokenizer)
+    pad_id = stops[0] if pad_id is None else pad_id
+    width = max(len(r.prompt) for r in rows)
+    input_ids = torch.tensor([[pad_id] * (width - len(r.prompt)) + r.prompt for r in rows], device=model.device)
+    mask = torch.tensor([[0] * (width - len(r.prompt)) + [1] * len(r.prompt) for r in rows], device=model.device)
+    kwargs = sampling_kwargs(**(sampling or {}))
+    kwargs["max_new_tokens"] = max(r.max_new_tokens for r in rows)
+    if seed is not None:
+        torch.manual_seed(seed)
+    streamer = _RowsStreamer(rows, tokenizer, stops)
+    with torch.inference_mode():
+        model.generate(input_ids=input_ids, attention_mask=mask, streamer=streamer, eos_token_id=stops,
+                       pad_token_id=pad_id, stopping_criteria=StoppingCriteriaList([_RowsDone(rows)]),
+                       use_cache=True, **kwargs, **generate_kwargs)
+    return rows
+
+
 def generate_stream(model, tokenizer, messages: list[dict], stop: threading.Event | None = None,
                     **sampling) -> Iterator[str]:
-    """Yield the reply piece by piece as tokens arrive; generation runs in a worker thread."""
-    input_ids = encode_prompt(tokenizer, messages).to(model.device)
-    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+    """Yield the reply piece by piece as tokens arrive; generation (one row) runs in a worker thread."""
+    pieces: queue.Queue = queue.Queue()
     stop = stop or threading.Event()
-    kwargs = dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer,
-                  eos_token_id=stop_token_ids(model, tokenizer), pad_token_id=tokenizer.pad_token_id,
-                  stopping_criteria=StoppingCriteriaList([_StopEvent(stop)]), use_cache=True,
-                  **sampling_kwargs(**sampling))
+    sampling = dict(sampling)
+    row = Row(prompt_token_ids(tokenizer, messages), sampling.pop("max_new_tokens", 256), cancel=stop,
+              on_text=pieces.put)
     errors: list[BaseException] = []
 
     def work():
         try:
-            with torch.inference_mode():
-                model.generate(**kwargs)
+            generate_rows(model, tokenizer, [row], sampling)
         except BaseException as err:  # surfaced in the caller's thread below
             errors.append(err)
-            streamer.end()
+        finally:
+            pieces.put(None)
 
     worker = threading.Thread(target=work, daemon=True)
     worker.start()
     try:
-        for piece in streamer:
+        while (piece := pieces.get()) is not None:
             if piece:
                 yield piece
     finally:

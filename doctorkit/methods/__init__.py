@@ -5,6 +5,8 @@
     wrap(model, recipe)              -> trainable model (base frozen)
     load(base_model, run_dir)        -> model with the trained parameters loaded back, for inference
     GRADIENT_CHECKPOINTING (optional) -> default when the recipe leaves gradient_checkpointing unset
+    PEFT_ADAPTER                     -> True when adapter/ is a PEFT LoRA adapter: several load onto one base
+                                        (mixed batches in doctorkit.serve) and vLLM serves it (--lora-modules)
 
 Adding a method means adding one module here and one line to METHODS.
 """

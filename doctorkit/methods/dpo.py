@@ -11,6 +11,8 @@ from pathlib import Path
 from doctorkit.errors import DoctorKitError
 from doctorkit.methods import get_method, lora
 
+PEFT_ADAPTER = True  # the policy is a LoRA adapter (lora or qlora base method alike)
+
 # TRL 1.16 DPOConfig.loss_type values we can drive from the recipe (exo_pair also needs label_smoothing > 0).
 LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust", "nca_pair", "bco_pair", "sppo_hard", "aot", "aot_unpaired",
               "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")

@@ -7,6 +7,8 @@ from peft import LoraConfig, PeftModel, get_peft_model
 
 from doctorkit.errors import DoctorKitError
 
+PEFT_ADAPTER = True  # adapter/ is a PEFT LoRA adapter (doctorkit.serve, vLLM --lora-modules)
+
 
 def validate(recipe) -> None:
     cfg = recipe.lora

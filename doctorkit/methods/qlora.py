@@ -10,6 +10,8 @@ from peft import prepare_model_for_kbit_training
 from doctorkit.methods import lora
 from doctorkit.methods.quantized import bnb_config, compute_dtype, require_bnb
 
+PEFT_ADAPTER = True  # a LoRA adapter too; it also applies to the 16-bit base when served
+
 GRADIENT_CHECKPOINTING = True  # default when the recipe leaves gradient_checkpointing unset: QLoRA is about memory
 
 

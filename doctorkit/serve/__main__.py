@@ -1,0 +1,3 @@
+from doctorkit.serve.cli import run
+
+run()
