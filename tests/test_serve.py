@@ -216,6 +216,14 @@ def test_knowledge_grounds_unless_turned_off_and_content_is_logged_through_one_f
     assert first["reply"] == f"<scrubbed {len(grounded.choices[0].message.content)}>"
 
 
+def test_logged_content_is_de_identified():
+    from doctorkit.serve.audit import loggable_content
+
+    logged = loggable_content("医生您好，我是王建国，电话138 1234 5678，身份证110101199003077777。我头痛三天了。")
+    assert "王建国" not in logged and "5678" not in logged and "110101" not in logged
+    assert "头痛三天" in logged and "【电话1】" in logged
+
+
 # ------------------------------------------------------------------------ bad input at start, one line ---
 
 def serve_error(argv, capsys) -> str:

@@ -20,8 +20,11 @@ def key_id(key: str | None) -> str | None:
 
 
 def loggable_content(text: str) -> str:
-    """Every piece of message content written to the log passes here (the hook for de-identification)."""
-    return text
+    """Every piece of message content written to the log passes here: de-identified (typed placeholders), so
+    --log-content keeps what was asked and answered without names, ID or phone numbers reaching the disk."""
+    from doctorkit.deid import scrub
+
+    return scrub(text, style="tag")
 
 
 class AuditLog:

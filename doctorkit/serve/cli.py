@@ -120,6 +120,9 @@ def build(args):
     limits = Limits(args.max_request_bytes, args.max_prompt_tokens, args.max_tokens,
                     min(256, args.max_tokens), keys)
     audit = AuditLog(args.audit_log or None, args.log_content)
+    if args.log_content:  # logged content is de-identified: build the name segmenter now, not on a request
+        from doctorkit.deid import warm_up
+        warm_up()
     return create_app(served, batchers, limits, audit, grounders(served, args.knowledge)), batchers
 
 
