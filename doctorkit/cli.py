@@ -15,6 +15,7 @@ COMMANDS = {
     "knowledge": ("doctorkit.knowledge", "search a disease knowledge base"),
     "demo": ("app", "serve the Gradio chat demo"),
     "translate": ("translate", "translation distillation: seed / distill / run / score"),
+    "doctor": ("doctorkit.doctor", "describe this machine (GPUs, CUDA, bitsandbytes, disk) and which recipes fit"),
 }
 
 
