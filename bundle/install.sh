@@ -41,8 +41,10 @@ fi
 echo "installing $(grep -c -- '--hash=' "$BUNDLE/requirements.lock") wheels from $BUNDLE/wheels (no network) ..."
 start=$SECONDS
 # No pip configuration of this machine applies (no index, no mirror, no extra find-links): only the bundle.
+# --no-compile: byte-compiling all of torch/transformers/gradio tripled the install's CPU time (measured);
+# Python compiles the modules a command really imports on its first run instead.
 PIP_CONFIG_FILE=/dev/null "$VENV/bin/python" -m pip --isolated install --no-index --disable-pip-version-check \
-  --no-cache-dir --find-links "$BUNDLE/wheels" --require-hashes -r "$BUNDLE/requirements.lock" -q
+  --no-cache-dir --no-compile --find-links "$BUNDLE/wheels" --require-hashes -r "$BUNDLE/requirements.lock" -q
 echo "installed in $((SECONDS - start)) s"
 
 "$VENV/bin/doctorkit" doctor || fail "installed, but \`doctorkit doctor\` found a problem (above)"
