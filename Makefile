@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup quickstart test test-fast clean chromium
+.PHONY: setup quickstart test test-fast clean chromium bundle
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ chromium:
 	@test -x /usr/bin/chromium || { test "$$(id -u)" = 0 && apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "note: /usr/bin/chromium missing (install it as root: apt-get install -y chromium); browser tests will skip"
+
+# Air-gapped install: dist/doctorkit-bundle-<version>/ (wheels pinned to .venv, lock with hashes, install.sh).
+# MODEL=/path/to/model adds a model folder; TORCH_SPEC=... (given explicitly) replaces the venv's torch.
+bundle: setup
+	$(BIN)/python bundle/build.py $(if $(filter file,$(origin TORCH_SPEC)),,--torch "$(TORCH_SPEC)") \
+	  $(if $(MODEL),--model "$(MODEL)")
 
 test: setup chromium
 	$(BIN)/python -m pytest -q

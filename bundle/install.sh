@@ -53,3 +53,7 @@ cat <<EOF
 DoctorKit is installed in $VENV. Next, train the quickstart and chat with it (CPU, a few minutes):
   cd $BUNDLE && $VENV/bin/doctorkit train recipes/quickstart.yaml && $VENV/bin/doctorkit chat runs/quickstart
 EOF
+for model in "$BUNDLE"/models/*/; do
+  [ -d "$model" ] && echo "  $VENV/bin/doctorkit train recipes/lora.yaml --set model=${model%/}   # the model in this bundle"
+done
+exit 0
