@@ -38,9 +38,15 @@ def log(text: str) -> None:
     print(f"bundle: {text}", flush=True)
 
 
-def pip(*args: str, quiet: bool = True) -> str:
-    """Run the build venv's pip; a failure stops the build with pip's own last lines (the useful part)."""
-    cmd = [sys.executable, "-m", "pip", *args] + (["-q"] if quiet else [])
+def pip(*args: str, stream: bool = False) -> str:
+    """Run the build venv's pip; a failure stops the build with pip's own last lines (the useful part).
+
+    stream=True shows pip's progress (one line per package collected) instead of keeping it quiet."""
+    cmd = [sys.executable, "-m", "pip", *args] + ([] if stream else ["-q"])
+    if stream:
+        if subprocess.run(cmd).returncode != 0:
+            raise SystemExit(f"bundle: error: `pip {' '.join(args[:2])} ...` failed (its output is above)")
+        return ""
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
@@ -98,7 +104,8 @@ def third_party_wheels(wheels: Path, project_wheel: Path, torch_spec: str | None
     inputs = json.dumps({"pins": pins, "torch": torch_spec, "python": platform.python_version(),
                          "machine": platform.machine(), "requires": requires_dist(project_wheel)}, indent=1)
     stamp = wheels / STAMP
-    if stamp.is_file() and stamp.read_text() == inputs:
+    kept = stamp.is_file() and stamp.read_text().split("\n--\n")
+    if kept and len(kept) == 2 and kept[0] == inputs and all((wheels / name).is_file() for name in kept[1].split()):
         log(f"reusing {len(list(wheels.glob('*.whl')))} third-party wheels in {wheels} (same pins)")
         return
     shutil.rmtree(wheels, ignore_errors=True)
@@ -109,11 +116,12 @@ def third_party_wheels(wheels: Path, project_wheel: Path, torch_spec: str | None
         log(f"collecting wheels for {project_wheel.name} under {len(pins)} pins"
             f"{' and ' + torch_spec if torch_spec else ''} (minutes on a first build) ...")
         started = time.time()
-        pip("wheel", "-w", str(wheels), "-c", str(constraints), str(project_wheel), *([torch_spec] if torch_spec else []))
+        pip("wheel", "-w", str(wheels), "-c", str(constraints), "--progress-bar", "off", str(project_wheel),
+            *([torch_spec] if torch_spec else []), stream=True)
         log(f"collected in {time.time() - started:.0f} s")
     for own in wheels.glob("doctorkit-*.whl"):   # the kit's wheel is placed separately, every build
         own.unlink()
-    stamp.write_text(inputs)
+    stamp.write_text(inputs + "\n--\n" + " ".join(sorted(w.name for w in wheels.glob("*.whl"))))
 
 
 def copy_model(model: Path, out: Path) -> Path:
