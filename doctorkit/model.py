@@ -11,7 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from doctorkit.errors import DoctorKitError
-from doctorkit.offline import missing_model_hint
+from doctorkit.offline import missing_hub_model, missing_model_hint
 from doctorkit.tiny import BUILTIN_PREFIX, build_tiny
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -27,7 +27,7 @@ def resolve_dtype(name: str = "auto") -> torch.dtype:
 
 
 def _not_found(name: str, err: Exception) -> DoctorKitError:
-    if not Path(name).exists() and "/" in name:   # a hub id that is not on this machine: where to put it
+    if missing_hub_model(name):   # a hub id that is not on this machine: where to put it
         return DoctorKitError(f"model '{name}' is not on this machine; {missing_model_hint(name)}")
     reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
     return DoctorKitError(

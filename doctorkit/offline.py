@@ -8,6 +8,8 @@ so `model: org/name` downloads as it would with plain transformers; so does sett
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 
 ALLOW_ENV = "DOCTORKIT_ALLOW_DOWNLOAD"
 OFFLINE_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
@@ -29,9 +31,14 @@ def is_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def missing_model_hint(name: str) -> str:
+def missing_hub_model(name: str) -> bool:
+    """`org/name` that is no folder here: a hub id the machine does not have (a missing path is something else)."""
+    return re.fullmatch(r"[\w-][\w.-]*/[\w.-]+", name) is not None and not Path(name).exists()
+
+
+def missing_model_hint(name: str, key: str = "model") -> str:
     """The one line a user reads when a hub id is not on this machine: where to put the folder, or how to fetch."""
     if is_offline():
-        return (f"downloads are off: copy the model folder to ./{name} (or anywhere, then --set model=/path/to/folder), "
+        return (f"downloads are off: copy the model folder to ./{name} (or anywhere, then --set {key}=/path/to/folder), "
                 f"or run with {ALLOW_ENV}=1 to download it")
-    return "pass a local model folder with --set model=/path/to/model"
+    return f"pass a local model folder with --set {key}=/path/to/model"

@@ -42,6 +42,9 @@ def test_missing_hub_model_is_one_line_naming_the_folder(monkeypatch, tmp_path):
         load_tokenizer("some-org/some-model")
     message = str(err.value)
     assert "\n" not in message and "./some-org/some-model" in message and "DOCTORKIT_ALLOW_DOWNLOAD=1" in message
+    from translate.student import load_student   # the translation student: the same line, its own key
+    with pytest.raises(DoctorKitError, match=r"copy the model folder to \./some-org/mt .*--set student\.model="):
+        load_student("some-org/mt")
 
 
 def test_demo_theme_fetches_no_font_from_a_cdn():
@@ -81,7 +84,13 @@ def network_namespace_or_skip() -> str:
 
 
 @pytest.fixture(scope="session")
-def bundle_dir():
+def namespaces():
+    """Skip (saying why) before minutes go into a bundle that could not be tested here."""
+    subprocess.run(["ip", "netns", "delete", network_namespace_or_skip()], check=True)
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(namespaces):
     """`make bundle`'s folder; the builder reuses dist/'s third-party wheels when the pins did not change."""
     started = time.time()
     done = subprocess.run([sys.executable, str(REPO / "bundle" / "build.py")], cwd=REPO, capture_output=True,
