@@ -130,6 +130,7 @@ echo "step train: $SECONDS s"
 echo "step chat: $SECONDS s"
 "$KIT/doctorkit" demo runs/quickstart --port 7861 --knowledge "$BUNDLE/data/knowledge_zh.jsonl" > demo.log 2>&1 &
 DEMO=$!
+trap 'kill $DEMO 2>/dev/null || true' EXIT   # no demo left running if a step below fails
 "$KIT/python" - <<'EOF'
 import time, urllib.request
 for _ in range(240):
