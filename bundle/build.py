@@ -136,6 +136,7 @@ def copy_model(model: Path, out: Path) -> Path:
 def write_manifest(out: Path) -> int:
     """sha256sum format, paths relative to the bundle: `sha256sum -c MANIFEST.sha256` verifies it anywhere."""
     files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "MANIFEST.sha256" and ".venv" not in p.parts)
+    log(f"hashing {len(files)} files ({sum(p.stat().st_size for p in files) / 2**30:.1f} GiB) for MANIFEST.sha256 ...")
     lines = [f"{sha256(p)}  {p.relative_to(out).as_posix()}" for p in files]
     (out / "MANIFEST.sha256").write_text("\n".join(lines) + "\n")
     return len(lines)
