@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup quickstart test test-fast clean chromium cjk-fonts
+.PHONY: setup quickstart test test-fast clean chromium cjk-fonts bundle
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[test]"
 	@touch $@
 
-setup: $(STAMP) cjk-fonts
+setup: $(STAMP)
 
 quickstart: setup
 	$(BIN)/python -m doctorkit.train recipes/quickstart.yaml --overwrite
@@ -35,8 +35,13 @@ cjk-fonts:
 	@test -f /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc || { test "$$(id -u)" = 0 && apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-cjk >/dev/null; } || \
 	  echo "note: fonts-noto-cjk missing (as root: apt-get install -y fonts-noto-cjk); charts label Chinese names S1..Sn"
+# Air-gapped install: dist/doctorkit-bundle-<version>/ (wheels pinned to .venv, lock with hashes, install.sh).
+# MODEL=/path/to/model adds a model folder; TORCH_SPEC=... (given explicitly) replaces the venv's torch.
+bundle: setup
+	$(BIN)/python bundle/build.py $(if $(filter file,$(origin TORCH_SPEC)),,--torch "$(TORCH_SPEC)") \
+	  $(if $(MODEL),--model "$(MODEL)")
 
-test: setup chromium
+test: setup chromium cjk-fonts
 	$(BIN)/python -m pytest -q
 
 test-fast: setup

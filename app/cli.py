@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     run = load_run(args.run_dir)
 
     from app.engine import Engine
-    from app.ui import build_demo
+    from app.ui import THEME, build_demo
 
     demo = build_demo(Engine(run, knowledge), args.max_input_chars, os.path.basename(os.path.abspath(args.run_dir)),
                       args.max_new_tokens)
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1") and auth is None:
         print(f"warning: listening on {args.host} without --auth: anyone on that network can use the demo",
               file=sys.stderr)
-    demo.launch(server_name=args.host, server_port=args.port, auth=auth, share=args.share, ssr_mode=False,
+    demo.launch(server_name=args.host, server_port=args.port, auth=auth, share=args.share, ssr_mode=False, theme=THEME,
                 show_error=True, mcp_server=False, pwa=False, quiet=False)
     return 0
 

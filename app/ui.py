@@ -7,6 +7,15 @@ import gradio as gr
 from app.engine import Engine
 from doctorkit.knowledge import Hit
 
+# The page must render on a hospital network with no internet: fonts the demo serves itself (gradio ships the
+# woff2 files), then the system's own, CJK first. Never a GoogleFont (fetched from fonts.googleapis.com); the
+# theme is set here, not left to gradio's default, so a gradio upgrade cannot bring the CDN back unnoticed
+# (tests/test_offline.py records every request the page makes in Chromium).
+THEME = gr.themes.Default(
+    font=[gr.themes.utils.fonts.LocalFont("Source Sans Pro"), "Noto Sans CJK SC", "PingFang SC", "Microsoft YaHei",
+          "ui-sans-serif", "system-ui", "sans-serif"],
+    font_mono=[gr.themes.utils.fonts.LocalFont("IBM Plex Mono"), "ui-monospace", "monospace"])
+
 NOTICE = ("⚠️ 本演示仅用于研究和体验，回答由模型自动生成，**不构成医疗建议**，不能替代医生诊治；如有不适请及时就医。"
           "  *Not medical advice.*")
 

@@ -17,6 +17,7 @@ COMMANDS = {
     "serve": ("doctorkit.serve", "serve runs through an OpenAI-compatible API (or vLLM)"),
     "translate": ("translate", "translation distillation: seed / distill / run / score"),
     "deid": ("doctorkit.deid", "de-identify a dialog file (names, ID / phone / record numbers, addresses...)"),
+    "doctor": ("doctorkit.doctor", "describe this machine (GPUs, CUDA, bitsandbytes, disk) and which recipes fit"),
 }
 
 

@@ -11,6 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from doctorkit.errors import DoctorKitError
+from doctorkit.offline import missing_hub_model, missing_model_hint
 from doctorkit.tiny import BUILTIN_PREFIX, build_tiny
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -26,6 +27,8 @@ def resolve_dtype(name: str = "auto") -> torch.dtype:
 
 
 def _not_found(name: str, err: Exception) -> DoctorKitError:
+    if missing_hub_model(name):   # a hub id that is not on this machine: where to put it
+        return DoctorKitError(f"model '{name}' is not on this machine; {missing_model_hint(name)}")
     reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
     return DoctorKitError(
         f"model '{name}' could not be loaded ({reason}). Pass a local model folder with "

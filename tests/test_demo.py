@@ -184,6 +184,8 @@ def test_browser_chat_streams_two_turns_and_compares(demo_url):
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page()
+        requests = []   # every request the page makes (fonts, scripts, API): the demo must need no internet
+        page.on("request", lambda request: requests.append(request.url))
         page.goto(demo_url)
         page.wait_for_selector("#message textarea", timeout=60_000)
         assert "不构成医疗建议" in page.inner_text("#notice")
@@ -221,3 +223,6 @@ def test_browser_chat_streams_two_turns_and_compares(demo_url):
         page.click("#clear")
         page.wait_for_function("!document.querySelector('#chatbot').innerText.includes('需要吃药吗')")
         browser.close()
+    elsewhere = [url for url in requests if not url.startswith(demo_url)]
+    assert len(requests) > 20 and not elsewhere, f"the page reached beyond 127.0.0.1: {elsewhere}"
+    assert any("/static/fonts/" in url for url in requests)   # its fonts come from the demo itself

@@ -7,6 +7,7 @@ import torch
 from tqdm import tqdm
 
 from doctorkit.errors import DoctorKitError
+from doctorkit.offline import missing_hub_model, missing_model_hint
 
 BUILTIN = "builtin:"
 
@@ -29,7 +30,10 @@ def load_student(name: str, device: str = "cpu"):
         tokenizer = AutoTokenizer.from_pretrained(name)
         model = AutoModelForSeq2SeqLM.from_pretrained(name)
     except (OSError, ValueError, KeyError) as err:
-        where = "folder" if Path(name).exists() else "hub id (offline: it must be in the local HF cache)"
+        if missing_hub_model(name):
+            raise DoctorKitError(f"student.model '{name}' is not on this machine; "
+                                 f"{missing_model_hint(name, 'student.model')}") from None
+        where = "folder" if Path(name).exists() else "hub id"
         reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise DoctorKitError(f"student.model '{name}': cannot load it as a seq2seq translation model "
                              f"from this {where}: {reason}") from None

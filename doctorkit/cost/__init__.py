@@ -10,12 +10,12 @@ import json
 from pathlib import Path
 
 from doctorkit.cost.catalog import GPUS, find_gpu
-from doctorkit.cost.estimate import estimate
+from doctorkit.cost.estimate import estimate, largest_batch_that_fits
 from doctorkit.cost.report import render
 from doctorkit.errors import DoctorKitError, cli_main
 from doctorkit.recipe import recipe_arguments, recipe_from_args
 
-__all__ = ["estimate", "main", "run"]
+__all__ = ["estimate", "largest_batch_that_fits", "main", "run"]
 
 
 def parse_args(argv):

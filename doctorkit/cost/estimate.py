@@ -15,9 +15,12 @@ GiB = 1024 ** 3
 MAX_BATCH = 4096
 
 
-def max_batch(job: Job, gpu: Gpu) -> int:
-    """Largest per-device batch whose peak fits in the GPU's memory (0: not even batch 1)."""
-    fits = lambda b: peak_bytes(dataclasses.replace(job, batch=b)) <= gpu.memory_bytes  # noqa: E731
+def largest_batch_that_fits(job: Job, memory_bytes: int) -> int:
+    """Largest per-device batch whose estimated peak fits in `memory_bytes` (0: not even batch 1).
+
+    The one place this is computed: the cost table, `doctorkit doctor` and batch auto-sizing ask it.
+    """
+    fits = lambda b: peak_bytes(dataclasses.replace(job, batch=b)) <= memory_bytes  # noqa: E731
     if not fits(1):
         return 0
     low, high = 1, MAX_BATCH
@@ -95,7 +98,7 @@ def estimate(recipe, args) -> dict:
         price = args.price_per_hour if (args.gpu and args.price_per_hour is not None) else gpu.usd_per_hour
         hours = flops / (gpu.peak_tflops * 1e12 * mfu) / 3600
         rows_out.append({"gpu": gpu.name, "label": gpu.label, "memory_bytes": gpu.memory_bytes,
-                         "fits": peak <= gpu.memory_bytes, "max_batch_size": max_batch(job, gpu),
+                         "fits": peak <= gpu.memory_bytes, "max_batch_size": largest_batch_that_fits(job, gpu.memory_bytes),
                          "peak_tflops": gpu.peak_tflops, "efficiency": mfu, "hours": hours,
                          "usd_per_hour": price, "usd": hours * price, "efficiency_source": mfu_note})
         notes.add(mfu_note)

@@ -46,3 +46,19 @@ def bnb_config(bits: int, compute: torch.dtype, quant_type: str = "nf4", double_
         return BitsAndBytesConfig(load_in_8bit=True)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_type,
                               bnb_4bit_use_double_quant=double_quant, bnb_4bit_compute_dtype=compute)
+
+
+# Which arithmetic bitsandbytes' 4-bit layers use on a CPU. bitsandbytes (0.49+) decides per CPU: where the
+# native library reports AVX512-BF16 (`bitsandbytes.functional.has_avx512bf16()`, copied into every
+# Linear4bit as `support_avx512bf16_for_cpu` when the layer is built), a layer called in eval mode with an
+# input that needs no grad repacks its weight in place (`quant_state.packing_format_for_cpu`) and from then
+# on runs a fused bf16 kernel; elsewhere every call dequantizes and multiplies in the compute dtype.
+CPU_PATH_PACKED = "packed-bf16"
+CPU_PATH_DEQUANTIZE = "dequantize"
+
+
+def cpu_4bit_path() -> str:
+    """The 4-bit CPU path bitsandbytes takes on this machine: CPU_PATH_PACKED or CPU_PATH_DEQUANTIZE."""
+    from bitsandbytes.functional import has_avx512bf16
+
+    return CPU_PATH_PACKED if has_avx512bf16() else CPU_PATH_DEQUANTIZE
