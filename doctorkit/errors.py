@@ -13,8 +13,18 @@ class DoctorKitError(Exception):
     """Bad input (recipe, data, model, API): the message is the whole story, shown on one line."""
 
 
-def cli_main(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
-    """Run a command's main(); bad input exits 2 with one line, Ctrl-C exits 130 quietly."""
+def cli_main(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None,
+             library_noise: bool = True) -> None:
+    """Run a command's main(); bad input exits 2 with one line, Ctrl-C exits 130 quietly.
+
+    Library log records and warnings are held back for the run directory's log file (doctorkit.noise) unless
+    `--verbose` is given; library_noise=False for commands that load no library worth routing (doctor).
+    """
+    from doctorkit.noise import route_library_noise, wants_verbose
+
+    argv, verbose = wants_verbose(list(sys.argv[1:] if argv is None else argv))
+    if library_noise:
+        route_library_noise(verbose)
     try:
         code = main(argv)
     except DoctorKitError as err:
