@@ -21,6 +21,7 @@ class DataReport:
     lengths: list[int] = dataclasses.field(default_factory=list)       # token lengths of train samples
     eval_lengths: list[int] = dataclasses.field(default_factory=list)
     problems: list[str] = dataclasses.field(default_factory=list)      # "file:line: reason", first ones
+    csv_columns: list[str] = dataclasses.field(default_factory=list)   # per CSV file: which columns were used
 
     def skip(self, reason: str, where: str | None = None, detail: str | None = None) -> None:
         counts = Counter(self.samples_skipped)
@@ -55,6 +56,7 @@ class DataReport:
             f"data: skipped {self.skipped_total} ({skipped}); truncated {self.truncated}",
             f"data: train lengths p50 {p['p50']}, p90 {p['p90']}, p99 {p['p99']}, max {p['max']} tokens",
         ]
+        lines += [f"data: CSV columns {note}" for note in self.csv_columns]
         lines += [f"  {note}" for note in self.problems[:5]]
         if self.skipped_total > 5 and len(self.problems) > 5:
             lines.append(f"  ... {self.skipped_total - 5} more skipped (python -m doctorkit.data stats RECIPE)")
