@@ -23,8 +23,7 @@ def cli_main(main: Callable[[list[str] | None], int | None], argv: list[str] | N
     from doctorkit.noise import route_library_noise, wants_verbose
 
     argv, verbose = wants_verbose(list(sys.argv[1:] if argv is None else argv))
-    if library_noise:
-        route_library_noise(verbose)
+    restore = route_library_noise(verbose) if library_noise else (lambda: None)
     try:
         code = main(argv)
     except DoctorKitError as err:
@@ -33,4 +32,6 @@ def cli_main(main: Callable[[list[str] | None], int | None], argv: list[str] | N
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+    finally:
+        restore()
     raise SystemExit(code or 0)

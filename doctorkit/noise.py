@@ -60,9 +60,13 @@ def wants_verbose(argv: list[str]) -> tuple[list[str], bool]:
     return [a for a in argv if a != "--verbose"], verbose
 
 
-def route_library_noise(verbose: bool = False) -> None:
-    """Send library log records and warnings to the buffer/log file (or, verbose, to stderr)."""
+def route_library_noise(verbose: bool = False):
+    """Send library log records and warnings to the buffer/log file (or, verbose, to stderr).
+
+    Returns a function that undoes it (a command run in-process, as tests do, leaves no routing behind)."""
     global _router, _show_on_screen
+    saved = [(name, logging.getLogger(name).handlers[:], logging.getLogger(name).propagate) for name in LIBRARY_LOGGERS]
+    saved_show = warnings.showwarning
     if warnings.showwarning is not _show_warning:
         _show_on_screen = warnings.showwarning
     warnings.showwarning = _show_warning
@@ -77,6 +81,16 @@ def route_library_noise(verbose: bool = False) -> None:
         logger.addHandler(handler)
         logger.propagate = False
     _adopt_transformers_logging()
+
+    def restore():
+        global _router
+        for name, handlers, propagate in saved:
+            logging.getLogger(name).handlers, logging.getLogger(name).propagate = handlers, propagate
+        warnings.showwarning = saved_show
+        if _router is not None and _router.file is not None:
+            _router.file.close()
+        _router = None
+    return restore
 
 
 _OUR_CODE = tuple(str(Path(__file__).resolve().parent.parent / name) for name in ("doctorkit", "app", "translate"))

@@ -75,20 +75,11 @@ def test_training_writes_library_messages_to_the_run_directory(tmp_path):
 @pytest.fixture
 def routed():
     """Route noise in this process for one test, then put logging, warnings and the router back."""
-    import logging
-    import warnings
-
     from doctorkit import noise
 
-    saved = [(name, logging.getLogger(name).handlers[:], logging.getLogger(name).propagate)
-             for name in noise.LIBRARY_LOGGERS]
-    show = warnings.showwarning
-    noise.route_library_noise()
+    restore = noise.route_library_noise()
     yield noise
-    warnings.showwarning = show
-    for name, handlers, propagate in saved:
-        logging.getLogger(name).handlers, logging.getLogger(name).propagate = handlers, propagate
-    noise._router = None
+    restore()
 
 
 def test_our_own_warnings_still_reach_the_screen(routed, monkeypatch):
@@ -110,3 +101,18 @@ def test_buffered_messages_land_in_the_log_file(routed, tmp_path):
     logging.getLogger("peft.tuners").warning("after")
     lines = (tmp_path / "run" / "library.log").read_text(encoding="utf-8").splitlines()
     assert [line.split(": ", 1)[1] for line in lines] == ["before the run directory is known", "after"]
+
+
+def test_a_command_run_in_process_leaves_no_routing_behind(tmp_path, capsys):
+    """cli_main undoes the routing when the command ends, error or not (tests run commands in-process)."""
+    import logging
+
+    from doctorkit import noise
+    from doctorkit.data.__main__ import run
+
+    before = logging.getLogger("transformers").propagate, logging.getLogger("bitsandbytes").handlers[:]
+    with pytest.raises(SystemExit) as done:
+        run(["stats", str(tmp_path / "missing.yaml")])
+    assert done.value.code == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert noise._router is None and noise.log_to(tmp_path) is None and not (tmp_path / "library.log").exists()
+    assert (logging.getLogger("transformers").propagate, logging.getLogger("bitsandbytes").handlers) == before
