@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import logging
 import os
 import platform
 import shutil
@@ -244,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(argv: list[str] | None = None) -> None:
-    cli_main(main, argv)
+    cli_main(main, argv, library_noise=False)   # imports no library that logs
 
 
 if __name__ == "__main__":

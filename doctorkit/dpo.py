@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from doctorkit.errors import DoctorKitError
+from doctorkit.noise import log_to
 from doctorkit.rundir import ADAPTER, CHECKPOINTS, LOSS_PNG, METRICS, RECIPE, TB, TOKENIZER, write_metrics
 
 ROUNDS = "rounds"
@@ -226,6 +227,8 @@ def train_dpo(recipe, resume: bool = False, overwrite: bool = False) -> Path:
         if is_main_process():
             print(f"DPO round {k}/{recipe.dpo.rounds} on {source} (pairs):\n{data.report.summary()}")
         trainer = build_trainer(recipe, run_dir, k, start, data, tokenizer)
+        if is_main_process():
+            log_to(run_dir)   # library messages so far and from now on: RUN/library.log (doctorkit.noise)
         checkpoint = last_checkpoint(run_dir / CHECKPOINTS / f"round-{k}") if resume else None
         started = time.perf_counter()
         trainer.train(resume_from_checkpoint=checkpoint)

@@ -13,8 +13,17 @@ class DoctorKitError(Exception):
     """Bad input (recipe, data, model, API): the message is the whole story, shown on one line."""
 
 
-def cli_main(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
-    """Run a command's main(); bad input exits 2 with one line, Ctrl-C exits 130 quietly."""
+def cli_main(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None,
+             library_noise: bool = True) -> None:
+    """Run a command's main(); bad input exits 2 with one line, Ctrl-C exits 130 quietly.
+
+    Library log records and warnings are held back for the run directory's log file (doctorkit.noise) unless
+    `--verbose` is given; library_noise=False for commands that load no library worth routing (doctor).
+    """
+    from doctorkit.noise import route_library_noise, wants_verbose
+
+    argv, verbose = wants_verbose(list(sys.argv[1:] if argv is None else argv))
+    restore = route_library_noise(verbose) if library_noise else (lambda: None)
     try:
         code = main(argv)
     except DoctorKitError as err:
@@ -23,4 +32,6 @@ def cli_main(main: Callable[[list[str] | None], int | None], argv: list[str] | N
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+    finally:
+        restore()
     raise SystemExit(code or 0)

@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 from doctorkit.errors import DoctorKitError, cli_main
+from doctorkit.noise import log_to
 
 PTUNING_LOADER = '''"""Load this P-tuning v2 export (written by doctorkit.export): base model + trained prefix, ready to generate.
 
@@ -118,6 +119,7 @@ def export(run_dir: str | Path, out: str | Path, merged: bool = False, dtype: st
 
     run_dir, out = Path(run_dir), Path(out)
     recipe = read_run_recipe(run_dir)
+    log_to(run_dir)   # library messages of the merge go to RUN/library.log (doctorkit.noise)
     if recipe.method == "ptuning":
         if merged:
             raise DoctorKitError(f"{run_dir}: a P-tuning v2 run cannot be exported --merged (its prefix adds "

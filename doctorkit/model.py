@@ -78,6 +78,10 @@ def load_model_and_tokenizer(recipe, for_training: bool = True, extra_kwargs: di
             raise DoctorKitError(f"model '{name}': {str(err).splitlines()[0]}") from None
         except Exception as err:
             raise _not_found(name, err) from None
+    if extra_kwargs and getattr(extra_kwargs.get("quantization_config"), "load_in_4bit", False):
+        from doctorkit.methods.quantized import keep_off_packed_cpu_path
+
+        keep_off_packed_cpu_path(model)   # one 4-bit arithmetic on every CPU; why: in that function
     if recipe.attn_implementation != "auto" and name.startswith(BUILTIN_PREFIX):
         model.set_attn_implementation(recipe.attn_implementation)
     if for_training:

@@ -24,8 +24,8 @@ class Section(BaseModel):
 
 
 class CsvColumns(Section):
-    user: str = "question"          # column holding the patient's message
-    assistant: str = "answer"       # column holding the doctor's reply
+    user: Optional[str] = None      # column holding the patient's message; unset: recognized (question, ask, 问题, ...)
+    assistant: Optional[str] = None  # column holding the doctor's reply; unset: recognized (answer, response, 回答, ...)
     system: Optional[str] = None    # optional column with a per-row system prompt
     id: Optional[str] = None        # optional column kept as the record id
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from doctorkit.errors import DoctorKitError
+from doctorkit.noise import log_to
 
 ADAPTER, TOKENIZER, RECIPE, METRICS, LOSS_PNG, TB, CHECKPOINTS = (
     "adapter", "tokenizer", "recipe.yaml", "metrics.json", "loss.png", "tb", "checkpoints")
@@ -65,6 +66,8 @@ def load_run(run_dir: str | Path, device: str | None = None) -> Run:
     from doctorkit.model import load_model_and_tokenizer, resolve_dtype
 
     run_dir = Path(run_dir)
+    if run_dir.is_dir():
+        log_to(run_dir)   # chat / demo / evaluate: library messages go to RUN/library.log (doctorkit.noise)
     if (run_dir / "config.json").is_file() and not (run_dir / RECIPE).is_file():  # exported model folder
         model = AutoModelForCausalLM.from_pretrained(run_dir, dtype=resolve_dtype("auto"))
         tokenizer = AutoTokenizer.from_pretrained(run_dir)

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from doctorkit.errors import DoctorKitError, cli_main
+from doctorkit.noise import log_to
 from doctorkit.recipe import recipe_arguments, recipe_from_args, save_recipe
 from doctorkit.rundir import ADAPTER, CHECKPOINTS, LOSS_PNG, METRICS, RECIPE, TB, TOKENIZER, write_metrics
 
@@ -192,6 +193,7 @@ def train(recipe, resume: bool = False, overwrite: bool = False) -> Path:
     data = prepare(recipe, tokenizer)
     if is_main_process():
         print(data.report.summary())
+        log_to(run_dir)   # library messages so far and from now on: RUN/library.log (doctorkit.noise)
 
     model = method.wrap(model, recipe)
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / TB)

@@ -60,7 +60,8 @@ def test_gb18030_csv_with_column_mapping(tmp_path, encoding):
     with pytest.raises(DoctorKitError, match=r"export\.csv: not valid utf-8"):
         read_conversations(recipe(path=str(path), encoding="utf-8").data, str(path))
     with pytest.raises(DoctorKitError, match="no column user='question'.*its columns are: 编号, 问题, 回答"):
-        read_conversations(recipe(path=str(path)).data, str(path))
+        read_conversations(recipe(path=str(path), columns={"user": "question"}).data, str(path))
+    assert read_conversations(recipe(path=str(path)).data, str(path)) == convs   # unset: 问题/回答 recognized
 
 
 def test_malformed_line_is_reported_as_file_line_and_counted(tmp_path):

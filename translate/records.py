@@ -57,7 +57,8 @@ def read_records(cfg: SourceData, path: str | Path, limit: int | None = None) ->
         raise DoctorKitError(f"{path}: data file not found")
     text = read_text(path, cfg.encoding)
     is_csv = cfg.format == "csv" or (cfg.format == "auto" and path.suffix.lower() in (".csv", ".tsv"))
-    rows = iter_csv_records(path, text, cfg.columns) if is_csv else iter_json_records(path, text)
+    rows = (iter_csv_records(path, text, cfg.columns, lambda note: print(f"data: CSV columns {note}"))
+            if is_csv else iter_json_records(path, text))
     records, fmt = [], "messages" if is_csv else (None if cfg.format == "auto" else cfg.format)
     for index, (_, raw) in enumerate(rows):
         if limit is not None and index >= limit:

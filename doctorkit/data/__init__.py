@@ -43,7 +43,7 @@ def read_conversations(data_cfg, path, report: DataReport | None = None) -> list
     report = report if report is not None else DataReport()
     conversations = []
     for one_path in _paths(path):
-        for where, item in iter_file(one_path, data_cfg):
+        for where, item in iter_file(one_path, data_cfg, report.csv_columns.append):
             if isinstance(item, BadRecord):
                 report.malformed(where, str(item), data_cfg.on_error)
                 continue

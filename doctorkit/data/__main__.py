@@ -56,6 +56,7 @@ def stats_dict(report) -> dict:
     out["train_length"] = percentiles(report.lengths)
     out["eval_length"] = percentiles(report.eval_lengths)
     out["problems"] = report.problems[:20]
+    out["csv_columns"] = report.csv_columns
     return out
 
 
@@ -75,6 +76,8 @@ def print_stats(stats: dict) -> None:
     for split in ("train", "eval"):
         p = stats[f"{split}_length"]
         print(f"{split} length (tokens) p50 {p['p50']}  p90 {p['p90']}  p99 {p['p99']}  max {p['max']}")
+    for note in stats["csv_columns"]:
+        print(f"CSV columns        {note}")
     for note in stats["problems"]:
         print(f"  {note}")
 

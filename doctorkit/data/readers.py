@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -103,14 +104,52 @@ def _iter_json_list(path: Path, text: str) -> Iterator[tuple[str, object]]:
             raise DoctorKitError(f"{path}:{text.count(chr(10), 0, pos) + 1}: not valid JSON (expected ',' or ']')")
 
 
-def iter_csv_records(path: Path, text: str, columns) -> Iterator[tuple[str, object]]:
+# Header names people give the two sides of a question/answer export (CMD's ask/answer, Alpaca-style columns,
+# Chinese exports), compared lower-case without spaces, '_' or '-'. Used only when data.columns leaves a side unset.
+USER_COLUMNS = {"question", "questions", "ask", "query", "input", "instruction", "prompt", "user", "human",
+                "patient", "q", "问题", "问", "提问", "询问", "咨询", "患者", "病人", "患者问题", "患者提问", "用户"}
+ASSISTANT_COLUMNS = {"answer", "answers", "response", "output", "completion", "reply", "assistant", "gpt",
+                     "doctor", "a", "回答", "答", "回复", "答案", "医生", "医生回复", "医生回答", "应答"}
+SIDES = {"user": ("patient's message", USER_COLUMNS), "assistant": ("doctor's reply", ASSISTANT_COLUMNS)}
+
+
+def _squash(name: str) -> str:
+    return re.sub(r"[\s_\-]+", "", name).lower()
+
+
+def csv_columns(path: Path, header: list[str], columns) -> tuple[dict[str, str], str]:
+    """({"user": column, "assistant": column}, how they were chosen) for a CSV header and data.columns."""
+    chosen, recognized = {}, []
+    for side, (what, names) in SIDES.items():
+        given = getattr(columns, side)
+        if given:
+            chosen[side] = given
+            continue
+        found = [h for h in header if _squash(h) in names]
+        if len(found) != 1:
+            problem = (f"{len(found)} columns could hold the {what}: {', '.join(found)}" if found
+                       else f"no column looks like the {what}")
+            raise DoctorKitError(f"{path}:1: {problem} (columns: {', '.join(header)}); name it with "
+                                 f"--set data.columns.{side}={(found or ['COLUMN'])[0]}")
+        chosen[side] = found[0]
+        recognized.append(side)
+    how = ("recognized from the header" if len(recognized) == 2 else "data.columns" if not recognized
+           else f"data.columns, {recognized[0]} recognized from the header")
+    return chosen, how
+
+
+def iter_csv_records(path: Path, text: str, columns, on_columns=None) -> Iterator[tuple[str, object]]:
+    """(file:line, messages or BadRecord) per row; `on_columns(note)` hears which columns were used."""
     reader = csv.DictReader(text.splitlines(keepends=True))
     header = reader.fieldnames or []
-    wanted = {"user": columns.user, "assistant": columns.assistant, "system": columns.system, "id": columns.id}
+    sides, how = csv_columns(path, header, columns)
+    wanted = {**sides, "system": columns.system, "id": columns.id}
     missing = [f"{key}='{name}'" for key, name in wanted.items() if name and name not in header]
     if missing:
         raise DoctorKitError(f"{path}:1: CSV has no column {', '.join(missing)} (data.columns); "
                              f"its columns are: {', '.join(header)}")
+    if on_columns:
+        on_columns(f"{path}: user={sides['user']}, assistant={sides['assistant']} ({how})")
     for row in reader:
         where = f"{path}:{reader.line_num}"
         if None in row:  # more cells than header names
@@ -119,8 +158,8 @@ def iter_csv_records(path: Path, text: str, columns) -> Iterator[tuple[str, obje
         messages = []
         if columns.system and (row.get(columns.system) or "").strip():
             messages.append({"role": "system", "content": row[columns.system]})
-        messages.append({"role": "user", "content": row.get(columns.user) or ""})
-        messages.append({"role": "assistant", "content": row.get(columns.assistant) or ""})
+        messages.append({"role": "user", "content": row.get(sides["user"]) or ""})
+        messages.append({"role": "assistant", "content": row.get(sides["assistant"]) or ""})
         yield where, {"messages": messages}
 
 
@@ -187,15 +226,16 @@ def _alpaca(record: dict) -> list[dict]:
     return messages
 
 
-def iter_file(path: str | Path, data_cfg) -> Iterator[tuple[str, object]]:
-    """(file:line, messages or BadRecord) for every record of one file, in the recipe's format."""
+def iter_file(path: str | Path, data_cfg, on_columns=None) -> Iterator[tuple[str, object]]:
+    """(file:line, messages or BadRecord) for every record of one file, in the recipe's format; for a CSV,
+    `on_columns(note)` hears which columns were used."""
     path = Path(path)
     if not path.is_file():
         raise DoctorKitError(f"{path}: data file not found (data.path / data.val_path)")
     text = read_text(path, data_cfg.encoding)
     fmt = data_cfg.format
     if fmt == "csv" or (fmt == "auto" and path.suffix.lower() in (".csv", ".tsv")):
-        records = iter_csv_records(path, text, data_cfg.columns)
+        records = iter_csv_records(path, text, data_cfg.columns, on_columns)
         fmt = "messages"
     else:
         records = iter_json_records(path, text)

@@ -25,6 +25,7 @@ class DataReport:
     deid_replacements: dict[str, int] = dataclasses.field(default_factory=dict)  # data.deid: type -> count
     deid_records: int = 0                      # data.deid: conversations with at least one replacement
     canaries: int = 0                          # data.canaries: canary copies inserted into train
+    csv_columns: list[str] = dataclasses.field(default_factory=list)   # per CSV file: which columns were used
 
     def skip(self, reason: str, where: str | None = None, detail: str | None = None) -> None:
         counts = Counter(self.samples_skipped)
@@ -64,6 +65,7 @@ class DataReport:
             lines.append(f"data: de-identified {self.deid_records} conversations ({counts})")
         if self.canaries:
             lines.append(f"data: {self.canaries} canary copies inserted (memorization check)")
+        lines += [f"data: CSV columns {note}" for note in self.csv_columns]
         lines += [f"  {note}" for note in self.problems[:5]]
         if self.skipped_total > 5 and len(self.problems) > 5:
             lines.append(f"  ... {self.skipped_total - 5} more skipped (python -m doctorkit.data stats RECIPE)")

@@ -62,3 +62,59 @@ def cpu_4bit_path() -> str:
     from bitsandbytes.functional import has_avx512bf16
 
     return CPU_PATH_PACKED if has_avx512bf16() else CPU_PATH_DEQUANTIZE
+
+
+def keep_off_packed_cpu_path(model) -> int:
+    """Keep every 4-bit layer of `model` on the dequantize path, on every CPU; returns how many layers.
+
+    Why the kit does not use bitsandbytes' packed bf16 path (see CPU_PATH_PACKED above):
+    - training: the packed kernel is inference-only (no backward, and `matmul_4bit` adds the bias in place,
+      which autograd refuses). A layer switches as soon as it is called in eval mode without grad, so the first
+      evaluation during training switched every layer and the next training step crashed
+      ("a view of a leaf Variable that requires grad is being used in an in-place operation").
+    - inference (chat, demo, evaluate, export): the packed path computes in bf16 with the block scales rounded
+      to bf16, so the same run would give other logits, scores and merged-vs-adapter differences on a CPU with
+      AVX512-BF16 than on one without. One arithmetic everywhere (the recipe's compute dtype, fp32 on CPU) is
+      worth more here than its speed: the kit serves real models on GPUs, where this path does not exist.
+    Turning the per-layer switch off when the model is loaded means no layer ever converts. A layer that
+    something else already converted is converted back (bitsandbytes' own inverse; its block scales keep the
+    bf16 rounding, so prefer never converting).
+    """
+    import bitsandbytes as bnb
+    from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+
+    layers = 0
+    for module in model.modules():
+        if not isinstance(module, bnb.nn.Linear4bit):
+            continue
+        module.support_avx512bf16_for_cpu = False
+        state = module.weight.quant_state
+        if state is not None and getattr(state, "packing_format_for_cpu", False):
+            module.weight.data, module.weight.quant_state = _convert_weight_packed_for_cpu_inverse(module.weight.data,
+                                                                                                   state)
+            module.quant_state = module.weight.quant_state
+        layers += 1
+    return layers
+
+
+def packed_cpu_layers(model) -> int:
+    """How many 4-bit layers of `model` are on the packed bf16 CPU path now (0 under DoctorKit)."""
+    import bitsandbytes as bnb
+
+    return sum(1 for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)
+               and getattr(m.weight.quant_state, "packing_format_for_cpu", False))
+
+
+def compute_dtype_in_use(model) -> torch.dtype | None:
+    """The dtype the 4-bit layers of `model` multiply in (None: no 4-bit layer): bf16 on the packed CPU path,
+    else the layer's compute dtype. Tests derive their tolerances from it."""
+    import bitsandbytes as bnb
+
+    dtypes = set()
+    for m in model.modules():
+        if isinstance(m, bnb.nn.Linear4bit):
+            packed = getattr(m.weight.quant_state, "packing_format_for_cpu", False)
+            dtypes.add(torch.bfloat16 if packed else (m.compute_dtype or m.weight.quant_state.dtype))
+    if not dtypes:
+        return None
+    return min(dtypes, key=lambda d: torch.finfo(d).bits)
