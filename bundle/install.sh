@@ -47,7 +47,7 @@ PIP_CONFIG_FILE=/dev/null "$VENV/bin/python" -m pip --isolated install --no-inde
   --no-cache-dir --no-compile --find-links "$BUNDLE/wheels" --require-hashes -r "$BUNDLE/requirements.lock" -q
 echo "installed in $((SECONDS - start)) s"
 
-"$VENV/bin/doctorkit" doctor || fail "installed, but \`doctorkit doctor\` found a problem (above)"
+"$VENV/bin/doctorkit" doctor --recipes "$BUNDLE/recipes" || fail "installed, but \`doctorkit doctor\` found a problem (above)"
 cat <<EOF
 
 DoctorKit is installed in $VENV. Next, train the quickstart and chat with it (CPU, a few minutes):

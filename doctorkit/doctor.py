@@ -25,7 +25,13 @@ GiB = 1024 ** 3
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")   # the ones that change which kernels run
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HOME", "HF_HUB_CACHE",
                      "HF_ENDPOINT")
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"   # shipped next to the package (editable install)
+# The recipes beside the package (a source checkout, an editable install); an installed wheel has none beside
+# it, so the folder the command runs in (an unpacked bundle) is looked at next; --recipes names any other.
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+
+
+def default_recipes_dir() -> Path:
+    return RECIPES_DIR if RECIPES_DIR.is_dir() else Path("recipes")
 
 
 # ------------------------------------------------------------------ what we look at ---
@@ -149,7 +155,7 @@ def recipe_fits(gpus: list[dict], recipes_dir: Path = RECIPES_DIR) -> list[dict]
     return rows
 
 
-def collect(run_folder: Path = Path("runs")) -> dict:
+def collect(run_folder: Path = Path("runs"), recipes_dir: Path | None = None) -> dict:
     from huggingface_hub import constants
 
     gpus = gpu_devices()
@@ -161,7 +167,7 @@ def collect(run_folder: Path = Path("runs")) -> dict:
                               "threads": torch.get_num_threads()},
         "attention": attention_kernels(), "bitsandbytes": bitsandbytes_state(flags),
         "disk": {"runs": free_disk(run_folder), "hf_cache": free_disk(Path(constants.HF_HUB_CACHE))},
-        "offline": offline_settings(), "recipes": recipe_fits(gpus),
+        "offline": offline_settings(), "recipes": recipe_fits(gpus, recipes_dir or default_recipes_dir()),
     }
 
 
@@ -236,8 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="doctorkit doctor", description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print everything as JSON (sizes in bytes)")
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="where your runs go (default: runs)")
+    parser.add_argument("--recipes", type=Path, help="folder of recipes to check (default: the shipped recipes/)")
     args = parser.parse_args(argv)
-    report = collect(args.runs)
+    report = collect(args.runs, args.recipes)
     print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else render(report))
     return 0
 

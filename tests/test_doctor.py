@@ -121,3 +121,19 @@ def test_console_script_runs_doctor(capsys, monkeypatch):
     with pytest.raises(SystemExit) as done:
         main(["doctor", "--json"])
     assert done.value.code == 0 and json.loads(capsys.readouterr().out)["gpus"] == []
+
+
+def test_recipes_folder_can_be_named_as_an_installed_bundle_does(tmp_path, monkeypatch, capsys):
+    """A wheel install has no recipes/ beside the package: install.sh passes the bundle's folder."""
+    import shutil
+
+    monkeypatch.setattr(doctor, "gpu_devices", lambda: [])
+    monkeypatch.setattr(doctor, "RECIPES_DIR", tmp_path / "not-there")
+    (tmp_path / "mine").mkdir()
+    shutil.copy(RECIPES / "qlora.yaml", tmp_path / "mine" / "qlora.yaml")
+    monkeypatch.chdir(tmp_path)
+    assert doctor.main(["--json", "--recipes", str(tmp_path / "mine")]) == 0
+    assert [r["recipe"] for r in json.loads(capsys.readouterr().out)["recipes"]] == ["qlora.yaml"]
+    shutil.copytree(tmp_path / "mine", tmp_path / "recipes")   # no --recipes: ./recipes of the bundle folder
+    assert doctor.main(["--json"]) == 0
+    assert [r["recipe"] for r in json.loads(capsys.readouterr().out)["recipes"]] == ["qlora.yaml"]
