@@ -40,12 +40,14 @@ def resolve_from_run(recipe):
     if not sft_dir:
         return recipe
     sft = read_run_recipe(sft_dir)
-    if sft.method not in ("lora", "qlora", "dpo"):
+    from doctorkit.methods import dpo as dpo_method
+
+    if sft.method not in dpo_method.CONTINUES:
         raise DoctorKitError(f"dpo.from_run: {sft_dir} is a {sft.method} run; DPO continues LoRA or QLoRA adapters")
     if "model" in recipe.model_fields_set and recipe.model != sft.model:
         raise DoctorKitError(f"dpo.from_run: {sft_dir} was trained on '{sft.model}' but this recipe names model "
                              f"'{recipe.model}'; remove `model` or make them match")
-    base_method = sft.dpo.base_method if sft.method == "dpo" else sft.method
+    base_method = dpo_method.base_method_of(sft)
     return recipe.model_copy(update={"model": sft.model, "lora": sft.lora, "quantization": sft.quantization,
                                      "dpo": recipe.dpo.model_copy(update={"base_method": base_method})})
 

@@ -12,39 +12,11 @@ the tokenizer and a small loader (load_ptuning.py + ptuning_prefix.py) that atta
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 from doctorkit.errors import DoctorKitError, cli_main
 from doctorkit.noise import log_to
 
-PTUNING_LOADER = '''"""Load this P-tuning v2 export (written by doctorkit.export): base model + trained prefix, ready to generate.
-
-    from load_ptuning import load
-    model, tokenizer = load()                 # the base model named in prefix/prefix_config.json
-    model, tokenizer = load("/path/to/base")  # or a local copy of it (or an already loaded model)
-
-Needs torch, transformers and safetensors; the prefix code is ptuning_prefix.py next to this file.
-"""
-import json
-from pathlib import Path
-
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
-from ptuning_prefix import load_prefix_model
-
-HERE = Path(__file__).resolve().parent
-
-
-def load(base=None, **from_pretrained_kwargs):
-    if base is None:
-        base = json.loads((HERE / "prefix" / "prefix_config.json").read_text(encoding="utf-8"))["base_model"]
-    if isinstance(base, (str, Path)):
-        base = AutoModelForCausalLM.from_pretrained(base, **from_pretrained_kwargs)
-    model = load_prefix_model(base, HERE / "prefix").eval()
-    model.config.use_cache = True  # the prefix lives in the cache during generation
-    return model, AutoTokenizer.from_pretrained(HERE)
-'''
 
 
 def parse_args(argv):
@@ -69,7 +41,7 @@ def load_base(recipe, run_dir: Path, quantized: bool):
     from doctorkit.methods import get_method
     from doctorkit.model import load_model_and_tokenizer
 
-    extra = get_method(recipe.method).load_kwargs(recipe) if quantized else None
+    extra = get_method(recipe.method).load_kwargs(recipe) if quantized else None  # the base as trained
     try:
         model, _ = load_model_and_tokenizer(recipe, for_training=False, extra_kwargs=extra)
     except DoctorKitError as err:
@@ -84,7 +56,9 @@ def export_merged(recipe, run_dir: Path, out: Path, dtype_name: str | None) -> P
     from doctorkit.model import resolve_dtype
     from doctorkit.rundir import ADAPTER, TOKENIZER
 
-    quantized = recipe.method == "qlora" or (recipe.method == "dpo" and recipe.dpo.base_method == "qlora")
+    from doctorkit.methods import get_method
+
+    quantized = get_method(recipe.method).quantizes_base(recipe)
     model = load_base(recipe, run_dir, quantized)
     if quantized:  # weights as the adapter saw them during training, now in plain 16/32-bit tensors
         model = model.dequantize()
@@ -98,33 +72,16 @@ def export_merged(recipe, run_dir: Path, out: Path, dtype_name: str | None) -> P
     return out
 
 
-def export_prefix(recipe, run_dir: Path, out: Path) -> Path:
-    from doctorkit.methods.ptuning import prefix
-    from doctorkit.rundir import ADAPTER, TOKENIZER
-
-    _empty_out(out)
-    shutil.copytree(run_dir / ADAPTER, out / "prefix")
-    for item in (run_dir / TOKENIZER).iterdir():
-        shutil.copy2(item, out / item.name)
-    shutil.copy2(prefix.__file__, out / "ptuning_prefix.py")
-    (out / "load_ptuning.py").write_text(PTUNING_LOADER, encoding="utf-8")
-    print(f"P-tuning v2 cannot be merged into the weights (the prefix adds attention positions, not weight "
-          f"changes). Wrote the prefix, tokenizer and a loader to {out}: `from load_ptuning import load` "
-          f"attaches it to the base model {recipe.model}.")
-    return out
-
-
 def export(run_dir: str | Path, out: str | Path, merged: bool = False, dtype: str | None = None) -> Path:
+    from doctorkit.methods import get_method
     from doctorkit.rundir import read_run_recipe
 
     run_dir, out = Path(run_dir), Path(out)
     recipe = read_run_recipe(run_dir)
     log_to(run_dir)   # library messages of the merge go to RUN/library.log (doctorkit.noise)
-    if recipe.method == "ptuning":
-        if merged:
-            raise DoctorKitError(f"{run_dir}: a P-tuning v2 run cannot be exported --merged (its prefix adds "
-                                 f"attention positions, not weight changes); drop --merged to export prefix + loader")
-        return export_prefix(recipe, run_dir, out)
+    method = get_method(recipe.method)
+    if not method.MERGES:  # the method writes its own export folder (P-tuning: prefix + loader)
+        return method.export(recipe, run_dir, out, merged)
     if not (run_dir / "adapter" / "adapter_config.json").is_file():  # LoRA-family (PEFT) adapters merge
         raise DoctorKitError(f"{run_dir}: its adapter/ is not a PEFT LoRA adapter; cannot merge method '{recipe.method}'")
     return export_merged(recipe, run_dir, out, dtype)

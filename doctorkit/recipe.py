@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 from doctorkit.errors import DoctorKitError
 
@@ -122,7 +123,7 @@ class EvalConfig(Section):
 
 class Recipe(Section):
     model: str = "builtin:tiny"      # hub id, local folder, or builtin:tiny (offline test model)
-    method: Literal["lora", "qlora", "ptuning", "dpo"] = "lora"
+    method: str = "lora"             # a registered method (doctorkit.methods): lora | qlora | ptuning | dpo
     output_dir: str = "runs/run"
     seed: int = 42
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"   # auto: bf16 if supported, fp16, fp32 on CPU
@@ -136,6 +137,37 @@ class Recipe(Section):
     ptuning: PtuningConfig = Field(default_factory=PtuningConfig)
     dpo: DpoConfig = Field(default_factory=DpoConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @field_validator("method")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        from doctorkit.methods import METHODS
+
+        if name not in METHODS:
+            raise ValueError(f"method '{name}' is not registered (available: {', '.join(sorted(METHODS))})")
+        return name
+
+    @model_validator(mode="after")
+    def _own_section_only(self):
+        """A registered method's own section (add_method_section) is accepted with that method alone."""
+        from doctorkit.methods import sections
+
+        for key, owner in sections().items():
+            if key in self.model_fields_set and owner != self.method:
+                raise ValueError(f"section '{key}' belongs to method {owner}, but method is {self.method} "
+                                 f"(remove it or set method={owner})")
+        return self
+
+
+def add_method_section(key: str, config: type[Section]) -> None:
+    """Give Recipe a `key:` section of class `config` (doctorkit.methods.register for a method that brings one)."""
+    Recipe.model_fields[key] = FieldInfo.from_annotated_attribute(config, Field(default_factory=config))
+    Recipe.model_rebuild(force=True)
+
+
+def remove_method_section(key: str) -> None:
+    if Recipe.model_fields.pop(key, None) is not None:
+        Recipe.model_rebuild(force=True)
 
 
 # ---------------------------------------------------------------- loading ---
@@ -213,6 +245,8 @@ def format_validation_error(err: ValidationError, source: str, schema: type[Base
         near = difflib.get_close_matches(loc[-1], valid, n=1, cutoff=0.4)
         hint = f"did you mean '{'.'.join(loc[:-1] + (near[0],))}'?" if near else f"valid keys: {', '.join(valid)}"
         return f"{source}: unknown key '{dotted}' ({hint})"
+    if first["type"] == "value_error" and not loc:  # a whole-recipe rule (Recipe._own_section_only)
+        return f"{source}: {first['ctx']['error']}"
     section = _section_at(schema, loc)
     field = section.model_fields.get(loc[-1]) if section and loc else None
     expected = _describe(field.annotation) if field else "?"

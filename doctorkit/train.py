@@ -175,7 +175,7 @@ def train(recipe, resume: bool = False, overwrite: bool = False) -> Path:
     from doctorkit.model import load_model_and_tokenizer
     from doctorkit.plots import plot_losses
 
-    if recipe.method == "dpo":  # preference stage: own data and trainer, same run directory (doctorkit/dpo.py)
+    if get_method(recipe.method).STAGE == "dpo":  # preference stage: own data and trainer, same run directory
         from doctorkit.dpo import train_dpo
         return train_dpo(recipe, resume=resume, overwrite=overwrite)
 

@@ -17,6 +17,19 @@ from translate.recipe import TranslateRecipe, WorkFiles
 from translate.score import corpus_scores
 
 
+
+def seq2seq_lora(model, lora):
+    """student.method lora: PEFT LoRA on the seq2seq student, merged into the saved model after training."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    return get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, r=lora.r, lora_alpha=lora.alpha,
+                                            lora_dropout=lora.dropout, target_modules=lora.target_modules,
+                                            use_dora=lora.use_dora, use_rslora=lora.use_rslora))
+
+
+# The student's training modes (translate.recipe StudentConfig.method): full fine-tuning adds no adapter.
+STUDENT_ADAPTERS = {"full": None, "lora": seq2seq_lora}
+
 def read_pairs(path) -> list[tuple[str, str]]:
     """Unique (English, Chinese) pairs in a stable order: repeated boilerplate must not dominate training."""
     if not path.is_file():
@@ -56,12 +69,9 @@ def distill(recipe: TranslateRecipe) -> dict:
                                cfg.max_target_len, cfg.max_source_len)
 
     before = translate_held() if held else []
-    if cfg.method == "lora":
-        from peft import LoraConfig, TaskType, get_peft_model
-        lora = cfg.lora
-        model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, r=lora.r, lora_alpha=lora.alpha,
-                                                 lora_dropout=lora.dropout, target_modules=lora.target_modules,
-                                                 use_dora=lora.use_dora, use_rslora=lora.use_rslora))
+    adapter = STUDENT_ADAPTERS[cfg.method]  # student.method is translate's own (full | lora), not doctorkit.methods
+    if adapter:
+        model = adapter(model, cfg.lora)
 
     def encode(batch):
         return tokenizer(batch["en"], text_target=batch["zh"], max_length=cfg.max_source_len, truncation=True)
@@ -80,7 +90,7 @@ def distill(recipe: TranslateRecipe) -> dict:
     started = time.time()
     result = trainer.train()
     train_seconds = time.time() - started
-    if cfg.method == "lora":
+    if adapter:
         model = model.merge_and_unload()
     model.save_pretrained(files.student)
     tokenizer.save_pretrained(files.student)

@@ -10,6 +10,7 @@ from doctorkit.cost.memory import breakdown, peak_bytes, trainable_params
 from doctorkit.cost.shapes import resolve_shape
 from doctorkit.cost.speed import efficiency, flops_per_token
 from doctorkit.cost.tokens import data_tokens, epoch_tokens
+from doctorkit.methods import get_method
 
 GiB = 1024 ** 3
 MAX_BATCH = 4096
@@ -35,14 +36,11 @@ def what_would_fit(job: Job, memory_bytes: int) -> list[str]:
     changes = []
     if not job.checkpointing:
         changes.append(("gradient_checkpointing: true", {"checkpointing": True}))
-    if job.method == "lora" and job.weight_bits >= 16:
-        changes.append(("method: qlora (4-bit base)", {"method": "qlora", "weight_bits": 4, "checkpointing": True}))
+    changes += get_method(job.method).fit_advice(job)  # the method's own: a quantized base
     if job.batch > 1:
         changes.append(("train.batch_size: 1 (raise train.grad_accum)", {"batch": 1}))
     if job.seq > 256:
         changes.append((f"train.max_seq_len: {job.seq // 2}", {"seq": job.seq // 2}))
-    if job.method == "ptuning" and job.weight_bits >= 16:
-        changes.append(("ptuning.quantization_bits: 4", {"weight_bits": 4}))
     if job.attention == "eager":
         changes.append(("attn_implementation: sdpa", {"attention": "sdpa"}))
     advice, combined = [], {}
@@ -121,9 +119,9 @@ def estimate(recipe, args) -> dict:
         f"rows of {seq} tokens for memory ("
         + ("packed rows are full" if recipe.data.packing else
            "longest sample, truncated at train.max_seq_len" if measured else "train.max_seq_len") + ")"
-        + (", chosen + rejected per pair (DPO)" if job.method == "dpo" else ""),
+        + (", chosen + rejected per pair (DPO)" if job.pairs else ""),
         f"gradient checkpointing {'on' if job.checkpointing else 'off'}"
-        + (" (prepare_model_for_kbit_training turns it on for QLoRA)" if job.method == "qlora" else "")
+        + (" (prepare_model_for_kbit_training turns it on for QLoRA)" if job.forced_checkpointing else "")
         + f"; {job.attention} attention" + (" stores seq x seq scores" if job.attention == "eager" else " stores no scores"),
         "loss: " + {"fused": "TRL's fused LM head (no full logits)",
                     "full": "full logits + fp32 copies for the loss"}.get(job.stack.loss_head, job.stack.loss_head),
@@ -132,7 +130,7 @@ def estimate(recipe, args) -> dict:
         f"tokens: {how}" + (f"; scaled to {samples:,} samples" if args.samples and measured else ""),
         f"FLOPs/token {fpt:.3g}: forward 2N, backward 2N activation gradients through the frozen base (no weight "
         "gradients), 6x adapter params" + (", +2N recompute" if job.checkpointing else "")
-        + (", +2N reference forward" if job.method == "dpo" else "") + ", causal attention term",
+        + (", +2N reference forward" if job.reference_forward else "") + ", causal attention term",
         *sorted(notes),
         f"prices: {PRICE_SOURCE}" + (f"; {args.gpu.name} at ${args.price_per_hour}/h (given)"
                                       if args.gpu and args.price_per_hour is not None else ""),

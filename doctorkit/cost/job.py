@@ -8,6 +8,7 @@ own P-tuning scripts).
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 from doctorkit.cost.shapes import Shape
 from doctorkit.errors import DoctorKitError
@@ -38,7 +39,7 @@ class Stack:
 @dataclasses.dataclass
 class Job:
     shape: Shape
-    method: str                       # lora | qlora | ptuning | dpo
+    method: str                       # a registered method (doctorkit.methods): lora | qlora | ptuning | dpo | ...
     weight_bits: int                  # 32, 16, 8 or 4: how the frozen base is stored
     act_bytes: int                    # 2 (bf16/fp16) or 4 (fp32)
     batch: int
@@ -55,10 +56,25 @@ class Job:
     prefix_projection: bool = False
     prefix_hidden: int = 512
     stack: Stack = dataclasses.field(default_factory=Stack)
+    # The method's terms (its COST_TERMS, doctorkit.methods); None: taken from the method when the Job is made.
+    adapter: Optional[str] = None     # lora: rank-r matrices on lora_targets; prefix: P-tuning K/V; none
+    pairs: Optional[bool] = None      # chosen and rejected run through the model together (DPO)
+    reference_forward: Optional[bool] = None  # a frozen reference model's forward per step (DPO)
+    forced_checkpointing: Optional[bool] = None  # the method turns checkpointing on itself (QLoRA's kbit prep)
+    own_trainable: Optional[int] = None  # trainable parameters the method counts itself (methods the estimator
+                                         # has no formula for); None: the lora / prefix formula
+
+    def __post_init__(self):
+        from doctorkit.methods import DEFAULT_COST_TERMS, get_method
+
+        terms = {**DEFAULT_COST_TERMS, **get_method(self.method).COST_TERMS}
+        for key in ("adapter", "pairs", "reference_forward", "forced_checkpointing"):
+            if getattr(self, key) is None:
+                setattr(self, key, terms[key])
 
     @property
     def sequences(self) -> int:       # DPO runs chosen and rejected through the model together
-        return self.batch * (2 if self.method == "dpo" else 1)
+        return self.batch * (2 if self.pairs else 1)
 
     @property
     def tokens(self) -> int:
@@ -66,7 +82,7 @@ class Job:
 
     @property
     def uses_lora(self) -> bool:
-        return self.method in ("lora", "qlora", "dpo")
+        return self.adapter == "lora"
 
 
 def lora_targets(target_modules, shape: Shape) -> tuple[str, ...]:
@@ -83,24 +99,21 @@ def lora_targets(target_modules, shape: Shape) -> tuple[str, ...]:
 
 
 def job_from_recipe(recipe, shape: Shape, seq: int, bf16_gpu: bool = True) -> Job:
-    method = recipe.method
-    if method == "qlora":
-        bits = recipe.quantization.bits
-    elif method == "ptuning" and recipe.ptuning.quantization_bits:
-        bits = recipe.ptuning.quantization_bits
-    else:
-        bits = 32 if recipe.dtype == "fp32" else 16
+    from doctorkit.methods import DEFAULT_COST_TERMS, get_method
+
+    method = get_method(recipe.method)
+    terms = {**DEFAULT_COST_TERMS, **method.COST_TERMS}
     act_bytes = 4 if recipe.dtype == "fp32" else 2
     attention = "sdpa" if recipe.attn_implementation == "auto" else recipe.attn_implementation
-    return Job(
-        shape=shape, method=method, weight_bits=bits, act_bytes=act_bytes,
+    fields = dict(
+        shape=shape, method=recipe.method, weight_bits=32 if recipe.dtype == "fp32" else 16, act_bytes=act_bytes,
         batch=recipe.train.batch_size, seq=seq,
         # prepare_model_for_kbit_training turns checkpointing on for quantized bases (issue 3: QLoRA has it on)
-        checkpointing=recipe.gradient_checkpointing or method == "qlora",
+        checkpointing=bool(recipe.gradient_checkpointing or terms["forced_checkpointing"]),
         attention=attention, optimizer=recipe.train.optimizer, double_quant=recipe.quantization.double_quant,
         lora_r=recipe.lora.r, lora_targets=lora_targets(recipe.lora.target_modules, shape),
         lora_dropout=recipe.lora.dropout, use_dora=recipe.lora.use_dora,
-        pre_seq_len=recipe.ptuning.pre_seq_len if method == "ptuning" else 0,
         prefix_projection=recipe.ptuning.prefix_projection, prefix_hidden=recipe.ptuning.prefix_hidden_size,
-        stack=Stack(loss_head="full" if method == "dpo" else "fused"),
+        stack=Stack(loss_head=terms["loss_head"]),
     )
+    return Job(**{**fields, **method.cost_terms(recipe, shape)})

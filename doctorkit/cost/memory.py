@@ -34,12 +34,14 @@ def weight_bytes(job: Job) -> float:
 
 def trainable_params(job: Job) -> int:
     s = job.shape
+    if job.own_trainable is not None:           # a method that counts its own (doctorkit.methods cost_terms)
+        return job.own_trainable
     if job.uses_lora:
         linears = s.linears()
         per_layer = sum(job.lora_r * (linears[t][0] + linears[t][1]) + (linears[t][1] if job.use_dora else 0)
                         for t in job.lora_targets)
         return s.layers * per_layer
-    if job.method == "ptuning":
+    if job.adapter == "prefix":
         prefix_width = s.layers * 2 * s.kv_dim    # a key and a value per layer, GQA width (kv heads x head dim)
         if job.prefix_projection:                 # embedding -> MLP (hidden -> prefix_hidden -> all layers' K/V)
             return (job.pre_seq_len * s.hidden + s.hidden * job.prefix_hidden + job.prefix_hidden
@@ -106,7 +108,7 @@ def breakdown(job: Job) -> tuple[dict[str, float], dict[str, float]]:
     else:
         activations = s.layers * per_layer + final
     prefix_kv = 0.0
-    if job.method == "ptuning":                  # prefix K/V expanded to the batch, its copy inside attention, grad
+    if job.adapter == "prefix":                 # prefix K/V expanded to the batch, its copy inside attention, grad
         prefix_kv = 3 * s.layers * 2 * job.pre_seq_len * s.kv_dim * job.sequences * a
     grads_in_flight = tokens * a * 2 * (s.hidden + s.intermediate)
     transients = {

@@ -40,7 +40,7 @@ def flops_per_token(job: Job, row_len: float | None = None) -> float:
     total = (2 * n_all + attention) + (2 * n_all + 2 * attention) + adapters
     if job.checkpointing:
         total += 2 * n_layers + attention
-    if job.method == "dpo":
+    if job.reference_forward:
         total += 2 * n_all + attention
     return total
 

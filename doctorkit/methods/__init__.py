@@ -1,14 +1,28 @@
-"""Fine-tuning methods, one module each with the same shape (as PEFT's tuners/<method>/):
+"""Fine-tuning methods: each one registered object that every command asks (as PEFT's tuners/<method>/ + mapping).
+
+A method is any object (a module here; a class instance or a module of a user's own works the same) with:
 
     validate(recipe)                 -> None, or DoctorKitError naming the bad key
     load_kwargs(recipe)              -> extra from_pretrained kwargs (quantization), {} if none
     wrap(model, recipe)              -> trainable model (base frozen)
     load(base_model, run_dir)        -> model with the trained parameters loaded back, for inference
-    GRADIENT_CHECKPOINTING (optional) -> default when the recipe leaves gradient_checkpointing unset
-    PEFT_ADAPTER                     -> True when adapter/ is a PEFT LoRA adapter: several load onto one base
+and, optional (their defaults are in DEFAULTS below, the one place they are written):
+    SECTION, CONFIG                  -> the recipe key of its own options and their pydantic Section class
+                                        (a registered method's section is accepted only with that method)
+    STAGE                            -> "sft" or "dpo": the training stage that runs it (doctorkit.stages)
+    GRADIENT_CHECKPOINTING           -> default when the recipe leaves gradient_checkpointing unset
+    PEFT_ADAPTER                     -> True when adapter/ is a PEFT adapter: several load onto one base
                                         (mixed batches in doctorkit.serve) and vLLM serves it (--lora-modules)
+    MERGES                           -> True when export merges adapter/ into the base weights (PEFT's
+                                        merge_and_unload); False: export(recipe, run_dir, out) writes the folder
+    weight_bits(recipe)              -> 4 or 8 when the frozen base is loaded quantized, else None
+    COST_TERMS                       -> fixed cost facts (DEFAULT_COST_TERMS: adapter kind, pairs per row,
+                                        reference forward, forced checkpointing, loss head)
+    cost_terms(recipe, shape)        -> doctorkit.cost.job.Job fields read from the recipe (weight bits, prefix
+                                        length, own_trainable: the trainable-parameter count of a new kind)
+    fit_advice(job)                  -> [(recipe change, Job change)] that shrink the peak (cost estimate)
 
-Adding a method means adding one module here and one line to METHODS.
+Adding a method: `register("name", obj)` (built-in ones: one line in METHODS). Nothing else changes.
 """
 from __future__ import annotations
 
@@ -23,11 +37,74 @@ METHODS = {
     "ptuning": "doctorkit.methods.ptuning",
 }
 
+DEFAULTS = {
+    "SECTION": None, "CONFIG": None, "STAGE": "sft", "GRADIENT_CHECKPOINTING": False, "PEFT_ADAPTER": False,
+    "MERGES": False, "weight_bits": lambda recipe: None, "cost_terms": lambda recipe, shape: {},
+    "COST_TERMS": {}, "fit_advice": lambda job: [],
+}
+# What doctorkit.cost assumes of a method that says nothing (a method's COST_TERMS overrides these).
+DEFAULT_COST_TERMS = {"adapter": "none", "pairs": False, "reference_forward": False, "forced_checkpointing": False,
+                      "loss_head": "fused"}
 
-def get_method(name: str):
+
+class Method:
+    """A registered method, with DEFAULTS filled in for what it leaves out. `name` is its recipe name."""
+
+    def __init__(self, name: str, impl):
+        self.name, self.impl = name, impl
+
+    def __getattr__(self, attr):
+        try:
+            return getattr(self.impl, attr)
+        except AttributeError:
+            if attr in DEFAULTS:
+                return DEFAULTS[attr]
+            raise
+
+    def quantizes_base(self, recipe) -> bool:
+        return self.weight_bits(recipe) is not None
+
+
+def register(name: str, method) -> None:
+    """Make `method: name` valid in recipes; `method` is an object (or a module path) with the shape above.
+    A method with a CONFIG gets its recipe section SECTION (accepted only when the recipe chooses it)."""
+    METHODS[name] = method
+    impl = get_method(name)
+    if impl.CONFIG is not None:
+        from doctorkit.recipe import add_method_section
+        add_method_section(impl.SECTION, impl.CONFIG)
+
+
+def unregister(name: str) -> None:
+    """Undo register (tests): the name and its recipe section are gone."""
+    impl = get_method(name)
+    del METHODS[name]
+    if impl.CONFIG is not None:
+        from doctorkit.recipe import remove_method_section
+        remove_method_section(impl.SECTION)
+
+
+def names() -> list[str]:
+    return sorted(METHODS)
+
+
+def get_method(name: str) -> Method:
     if name not in METHODS:
         raise DoctorKitError(f"method '{name}' is not available (available: {', '.join(sorted(METHODS))})")
-    return importlib.import_module(METHODS[name])
+    impl = METHODS[name]
+    return Method(name, importlib.import_module(impl) if isinstance(impl, str) else impl)
+
+
+def sections() -> dict[str, str]:
+    """{recipe section key: method name} for registered methods that bring their own section class."""
+    found = {}
+    for name, impl in METHODS.items():
+        if isinstance(impl, str):   # built-in sections are declared in doctorkit.recipe (no import of peft here)
+            continue
+        method = get_method(name)
+        if method.CONFIG is not None:
+            found[method.SECTION] = name
+    return found
 
 
 def resolve_gradient_checkpointing(recipe, method) -> bool:

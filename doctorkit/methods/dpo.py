@@ -12,6 +12,12 @@ from doctorkit.errors import DoctorKitError
 from doctorkit.methods import get_method, lora
 
 PEFT_ADAPTER = True  # the policy is a LoRA adapter (lora or qlora base method alike)
+SECTION = "dpo"
+STAGE = "dpo"        # trained by doctorkit.stages.dpo on preference pairs, not by the SFT stage
+MERGES = True        # the policy is a LoRA adapter: export merges it like lora / qlora
+# doctorkit.cost.job.Job: LoRA matrices, chosen + rejected per pair, a reference forward, full logits for the loss
+COST_TERMS = {"adapter": "lora", "pairs": True, "reference_forward": True, "loss_head": "full"}
+CONTINUES = ("lora", "qlora", "dpo")  # methods whose runs dpo.from_run can continue (their adapter is LoRA)
 
 # TRL 1.16 DPOConfig.loss_type values we can drive from the recipe (exo_pair also needs label_smoothing > 0).
 LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust", "nca_pair", "bco_pair", "sppo_hard", "aot", "aot_unpaired",
@@ -41,7 +47,16 @@ def validate(recipe) -> None:
 
 
 def is_quantized(recipe) -> bool:
-    return recipe.dpo.base_method == "qlora"
+    return weight_bits(recipe) is not None
+
+
+def weight_bits(recipe):
+    return get_method(recipe.dpo.base_method).weight_bits(recipe)
+
+
+def base_method_of(run_recipe) -> str:
+    """The base method a DPO run continuing `run_recipe`'s run uses: its own, or its dpo.base_method."""
+    return run_recipe.dpo.base_method if run_recipe.method == "dpo" else run_recipe.method
 
 
 def load_kwargs(recipe) -> dict:

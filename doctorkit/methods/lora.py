@@ -3,11 +3,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from peft import LoraConfig, PeftModel, get_peft_model
-
 from doctorkit.errors import DoctorKitError
 
 PEFT_ADAPTER = True  # adapter/ is a PEFT LoRA adapter (doctorkit.serve, vLLM --lora-modules)
+SECTION = "lora"     # recipe section of its options (doctorkit.recipe.LoraConfig)
+MERGES = True        # export merges the adapter into the base weights (merge_and_unload)
+COST_TERMS = {"adapter": "lora"}  # doctorkit.cost.job.Job: rank-r matrices on lora.target_modules
+
+
+def fit_advice(job) -> list:
+    """Recipe changes that shrink this method's peak memory (doctorkit.cost.estimate.what_would_fit)."""
+    if job.weight_bits >= 16:
+        return [("method: qlora (4-bit base)", {"method": "qlora", "weight_bits": 4, "checkpointing": True})]
+    return []
 
 
 def validate(recipe) -> None:
@@ -22,7 +30,9 @@ def load_kwargs(recipe) -> dict:
     return {}
 
 
-def peft_config(recipe) -> LoraConfig:
+def peft_config(recipe):
+    from peft import LoraConfig  # peft only when training or loading: cost and doctor read this module's facts
+
     cfg = recipe.lora
     return LoraConfig(
         r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=cfg.target_modules,
@@ -31,6 +41,8 @@ def peft_config(recipe) -> LoraConfig:
 
 
 def wrap(model, recipe):
+    from peft import get_peft_model
+
     validate(recipe)
     try:
         return get_peft_model(model, peft_config(recipe))
@@ -39,4 +51,6 @@ def wrap(model, recipe):
 
 
 def load(base_model, run_dir: Path):
+    from peft import PeftModel
+
     return PeftModel.from_pretrained(base_model, Path(run_dir) / "adapter")

@@ -5,14 +5,24 @@ The LoRA part is the lora method's own config; this module only adds how the bas
 """
 from __future__ import annotations
 
-from peft import prepare_model_for_kbit_training
-
 from doctorkit.methods import lora
 from doctorkit.methods.quantized import bnb_config, compute_dtype, require_bnb
 
 PEFT_ADAPTER = True  # a LoRA adapter too; it also applies to the 16-bit base when served
 
 GRADIENT_CHECKPOINTING = True  # default when the recipe leaves gradient_checkpointing unset: QLoRA is about memory
+SECTION = "quantization"  # its own keys; the adapter's are lora's (recipe sections lora + quantization)
+MERGES = True             # export dequantizes the 4/8-bit base as trained, then merges the adapter
+# doctorkit.cost.job.Job: LoRA matrices; prepare_model_for_kbit_training turns checkpointing on
+COST_TERMS = {"adapter": "lora", "forced_checkpointing": True}
+
+
+def weight_bits(recipe):
+    return recipe.quantization.bits
+
+
+def cost_terms(recipe, shape) -> dict:
+    return {"weight_bits": recipe.quantization.bits}
 
 
 def validate(recipe) -> None:
@@ -27,6 +37,8 @@ def load_kwargs(recipe) -> dict:
 
 
 def wrap(model, recipe):
+    from peft import prepare_model_for_kbit_training  # peft only when training: cost reads this module's facts
+
     validate(recipe)
     # Casts norms/embeddings to fp32 for stable training over quantized weights and, when asked, turns on
     # non-reentrant gradient checkpointing (reentrant checkpointing drops gradients of a frozen input).

@@ -9,11 +9,35 @@ import warnings
 from pathlib import Path
 
 from doctorkit.errors import DoctorKitError
-from doctorkit.methods.ptuning.prefix import PrefixConfig, PrefixTunedModel, load_prefix_model
 
 PEFT_ADAPTER = False  # our own prefix module, not PEFT: vLLM cannot serve it; doctorkit.serve batches it apart
 
 GRADIENT_CHECKPOINTING = False  # works with our prefix cache; recipes/ptuning.yaml turns it on for memory
+SECTION = "ptuning"
+MERGES = False  # the prefix adds attention positions, not weight deltas: export() writes prefix + loader
+COST_TERMS = {"adapter": "prefix"}  # doctorkit.cost.job.Job: key/value prefixes in every layer
+
+
+def weight_bits(recipe):
+    return recipe.ptuning.quantization_bits or None
+
+
+def cost_terms(recipe, shape) -> dict:
+    return {"pre_seq_len": recipe.ptuning.pre_seq_len, **({"weight_bits": b} if (b := weight_bits(recipe)) else {})}
+
+
+def fit_advice(job) -> list:
+    """Recipe changes that shrink this method's peak memory (doctorkit.cost.estimate.what_would_fit)."""
+    return [("ptuning.quantization_bits: 4", {"weight_bits": 4})] if job.weight_bits >= 16 else []
+
+
+def export(recipe, run_dir: Path, out: Path, merged: bool) -> Path:
+    from doctorkit.methods.ptuning.export import export_prefix
+
+    if merged:
+        raise DoctorKitError(f"{run_dir}: a P-tuning v2 run cannot be exported --merged (its prefix adds "
+                             f"attention positions, not weight changes); drop --merged to export prefix + loader")
+    return export_prefix(recipe, run_dir, out)
 
 
 def validate(recipe) -> None:
@@ -44,7 +68,10 @@ def load_kwargs(recipe) -> dict:
                                               q.quant_type, q.double_quant)}
 
 
-def prefix_config(model, recipe) -> PrefixConfig:
+def prefix_config(model, recipe):
+    # prefix.py imports transformers: only when training or loading (cost and doctor read this module's facts)
+    from doctorkit.methods.ptuning.prefix import PrefixConfig
+
     cfg = recipe.ptuning
     try:
         return PrefixConfig.for_model(model.config, cfg.pre_seq_len, cfg.prefix_projection, cfg.prefix_hidden_size,
@@ -55,6 +82,8 @@ def prefix_config(model, recipe) -> PrefixConfig:
 
 
 def wrap(model, recipe):
+    from doctorkit.methods.ptuning.prefix import PrefixTunedModel
+
     validate(recipe)
     model = PrefixTunedModel(model, prefix_config(model, recipe))
     if recipe.ptuning.prefix_projection:
@@ -72,4 +101,6 @@ def warn_projection(model) -> None:
 
 
 def load(base_model, run_dir: Path):
+    from doctorkit.methods.ptuning.prefix import load_prefix_model
+
     return load_prefix_model(base_model, Path(run_dir) / "adapter")
