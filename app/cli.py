@@ -12,6 +12,7 @@ import os
 import socket
 import sys
 
+from doctorkit import argtypes
 from doctorkit.errors import DoctorKitError, cli_main
 
 AUTH_ENV = "DOCTORKIT_AUTH"
@@ -21,14 +22,14 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m app", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", help="run directory written by doctorkit.train, or an exported model folder")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 = every network; default local only)")
-    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--port", type=argtypes.port_number, default=7860)
     parser.add_argument("--auth", help=f"user:pass required to open the page (or set {AUTH_ENV})")
     parser.add_argument("--share", action="store_true", help="also publish a temporary public gradio.live link "
                                                              "(needs internet and --auth)")
     parser.add_argument("--knowledge", help="knowledge-base JSONL to ground answers (default: the recipe's data.knowledge)")
-    parser.add_argument("--max-input-chars", type=int, default=2000, help="longest accepted message (default 2000)")
-    parser.add_argument("--max-new-tokens", type=int, default=256, help="initial reply length limit (a slider)")
-    parser.add_argument("--queue-size", type=int, default=32, help="requests allowed to wait (default 32)")
+    parser.add_argument("--max-input-chars", type=argtypes.positive_int, default=2000, help="longest accepted message (default 2000)")
+    parser.add_argument("--max-new-tokens", type=argtypes.positive_int, default=256, help="initial reply length limit (a slider)")
+    parser.add_argument("--queue-size", type=argtypes.positive_int, default=32, help="requests allowed to wait (default 32)")
     return parser.parse_args(argv)
 
 
@@ -69,8 +70,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.share and auth is None:
         raise DoctorKitError("--share makes the demo reachable from the internet; set --auth user:pass "
                              f"(or {AUTH_ENV}) too")
-    if args.max_input_chars <= 0:
-        raise DoctorKitError("--max-input-chars must be positive")
     check_port_free(args.host, args.port)
 
     from doctorkit.rundir import RECIPE, load_run, read_run_recipe

@@ -10,6 +10,8 @@ from peft import prepare_model_for_kbit_training
 from doctorkit.methods import lora
 from doctorkit.methods.quantized import bnb_config, compute_dtype, require_bnb
 
+ADAPTER_CONFIG, ADAPTER_WEIGHTS = lora.ADAPTER_CONFIG, lora.ADAPTER_WEIGHTS  # a LoRA adapter, saved as LoRA saves it
+RESUME_KEYS = lora.RESUME_KEYS + ("quantization.bits",)
 GRADIENT_CHECKPOINTING = True  # default when the recipe leaves gradient_checkpointing unset: QLoRA is about memory
 
 
