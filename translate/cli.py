@@ -29,7 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     steps = parser.add_subparsers(dest="step", required=True, metavar="STEP",
                                   title="steps (run in this order; each reads recipes/translate.yaml)")
     for name, (_, _, summary) in STEPS.items():
-        recipe_arguments(steps.add_parser(name, help=summary, description=summary))
+        step = recipe_arguments(steps.add_parser(name, help=summary, description=summary))
+        if name == "distill":
+            step.add_argument("--allow-partial", action="store_true",
+                              help="train even though the seed step did not finish (pairs.jsonl is incomplete)")
     return parser
 
 
@@ -37,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     recipe = load_recipe(args.recipe, args.overrides, schema=TranslateRecipe)
     module, function, _ = STEPS[args.step]
-    getattr(importlib.import_module(module), function)(recipe)
+    extra = {"allow_partial": args.allow_partial} if args.step == "distill" else {}
+    getattr(importlib.import_module(module), function)(recipe, **extra)
     return 0
 
 
