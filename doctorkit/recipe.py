@@ -149,8 +149,8 @@ def read_yaml(path: str | Path) -> dict:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise DoctorKitError(f"{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
-    if not raw:  # an empty file would silently train a full default run
-        raise DoctorKitError(f"{path}: the recipe is empty; start from one in recipes/ (see recipes/README.md)")
+    if raw is None:
+        return {}
     if not isinstance(raw, dict):
         raise DoctorKitError(f"{path}: a recipe is a mapping of keys to values, got {type(raw).__name__}")
     return raw
@@ -221,7 +221,10 @@ def format_validation_error(err: ValidationError, source: str, schema: type[Base
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None, schema: type[BaseModel] = Recipe):
     """Read, override and validate a recipe. Raises DoctorKitError with a one-line message."""
-    raw = apply_overrides(read_yaml(path), overrides or [])
+    raw = read_yaml(path)
+    if not raw and not overrides:  # an empty file would silently run every default (a full training run)
+        raise DoctorKitError(f"{path}: the recipe is empty; start from one in recipes/ (see recipes/README.md)")
+    raw = apply_overrides(raw, overrides or [])
     try:
         return schema.model_validate(raw)
     except ValidationError as err:
