@@ -2,7 +2,8 @@
 
 Serves the Gradio demo for a run directory (LoRA / QLoRA / P-tuning v2) or an exported model folder.
 Safe by default for a hospital network: binds 127.0.0.1, no analytics, a queue that serves one generation
-at a time, an input length cap, and a not-medical-advice notice. The model is loaded once, at start.
+at a time, caps on every field, the prompt's tokens and each generation's time (app.engine.Limits), and a
+not-medical-advice notice. The model is loaded once, at start.
 Auth: --auth user:pass or the DOCTORKIT_AUTH environment variable (kept out of the shell history).
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import socket
 import sys
 
+from app.limits import Limits
 from doctorkit import argtypes
 from doctorkit.errors import DoctorKitError, cli_main
 
@@ -30,6 +32,15 @@ def parse_args(argv):
     parser.add_argument("--max-input-chars", type=argtypes.positive_int, default=2000, help="longest accepted message (default 2000)")
     parser.add_argument("--max-new-tokens", type=argtypes.positive_int, default=256, help="initial reply length limit (a slider)")
     parser.add_argument("--queue-size", type=argtypes.positive_int, default=32, help="requests allowed to wait (default 32)")
+    limits = Limits()  # caps that keep one request from starving everyone (app.engine.Limits)
+    parser.add_argument("--max-system-chars", type=argtypes.positive_int, default=limits.max_system_chars,
+                        help=f"longest accepted system prompt (default {limits.max_system_chars})")
+    parser.add_argument("--max-history-chars", type=argtypes.positive_int, default=limits.max_history_chars,
+                        help=f"earlier turns kept, in characters; older ones are dropped (default {limits.max_history_chars})")
+    parser.add_argument("--max-prompt-tokens", type=argtypes.positive_int, default=limits.max_prompt_tokens,
+                        help=f"longest prompt in tokens: system + history + message (default {limits.max_prompt_tokens})")
+    parser.add_argument("--max-seconds", type=argtypes.float_in(0.0, None, low_open=True), default=limits.max_seconds,
+                        help=f"time limit of one generation (default {limits.max_seconds:g})")
     return parser.parse_args(argv)
 
 
@@ -83,10 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     run = load_run(args.run_dir)
 
     from app.engine import Engine
-    from app.ui import build_demo
+    from app.ui import _default_system, build_demo
 
-    demo = build_demo(Engine(run, knowledge), args.max_input_chars, os.path.basename(os.path.abspath(args.run_dir)),
-                      args.max_new_tokens)
+    limits = Limits(max_input_chars=args.max_input_chars, max_system_chars=args.max_system_chars,
+                    max_history_chars=args.max_history_chars, max_prompt_tokens=args.max_prompt_tokens,
+                    max_seconds=args.max_seconds)
+    engine = Engine(run, knowledge, limits)
+    limits.max_system_chars = max(limits.max_system_chars, len(_default_system(engine)))  # the run's own prompt fits
+    demo = build_demo(engine, run_name=os.path.basename(os.path.abspath(args.run_dir)), max_new_tokens=args.max_new_tokens)
     # concurrency 1: one model answers one request at a time (see Engine.lock); others wait in the queue.
     demo.queue(default_concurrency_limit=1, max_size=args.queue_size)
     if args.host not in ("127.0.0.1", "localhost", "::1") and auth is None:
