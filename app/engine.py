@@ -16,7 +16,7 @@ import time
 from typing import Iterator
 
 from app.limits import Limits, PromptRejected
-from doctorkit.generation import encode_prompt, generate_stream
+from doctorkit.generation import encode_prompt, fit_prompt, generate_stream
 from doctorkit.knowledge import Hit, KnowledgeSettings, grounder
 
 
@@ -47,19 +47,11 @@ class Engine:
                  if m.get("role") in ("user", "assistant")]
         while turns and sum(len(m["content"]) for m in turns) > lim.max_history_chars:
             turns = turns[2:] if len(turns) > 1 else []   # the oldest exchange goes first
-        def fitting(drop: int):  # the prompt without the `drop` oldest turns, or None when it is too long
-            prompt, hits = self.prepare(head + turns[drop:] + [{"role": "user", "content": message}], use_knowledge)
-            return (prompt, hits) if self.prompt_tokens(prompt) <= lim.max_prompt_tokens else None
-
-        if (found := fitting(0)) is not None:
-            return found
-        if fitting(len(turns)) is None:
+        found = fit_prompt(self.run.tokenizer, head, turns, [{"role": "user", "content": message}],
+                           lim.max_prompt_tokens, lambda messages: self.prepare(messages, use_knowledge))
+        if found is None:
             raise PromptRejected(f"输入太长：超过 {lim.max_prompt_tokens} 个词元的上限，请缩短系统提示或问题。")
-        low, high = 0, len(turns)   # too long without `low` turns dropped, fits with `high` dropped
-        while high - low > 1:       # bisection: a few tokenizations however long the history is
-            middle = (low + high) // 2
-            low, high = (low, middle) if fitting(middle) is not None else (middle, high)
-        return fitting(high)
+        return found
 
     def prompt_tokens(self, messages: list[dict]) -> int:
         return int(encode_prompt(self.run.tokenizer, messages).shape[-1])

@@ -26,6 +26,30 @@ def encode_prompt(tokenizer, messages: list[dict]) -> torch.Tensor:
     return out["input_ids"]
 
 
+def fit_prompt(tokenizer, head: list[dict], turns: list[dict], last: list[dict], max_tokens: int, prepare=None):
+    """head + the newest `turns` that fit + last, at most max_tokens after the chat template (chat and demo).
+
+    `prepare(messages) -> (messages, extra)` runs before counting (the demo's knowledge grounding).
+    Returns (messages, extra), or None when even no history at all is too long. Bisection over how many
+    of the oldest turns to drop: a few tokenizations however long the history is.
+    """
+    prepare = prepare or (lambda messages: (messages, None))
+
+    def fitting(drop: int):
+        messages, extra = prepare(head + turns[drop:] + last)
+        return (messages, extra) if encode_prompt(tokenizer, messages).shape[-1] <= max_tokens else None
+
+    if (found := fitting(0)) is not None:
+        return found
+    if fitting(len(turns)) is None:
+        return None
+    low, high = 0, len(turns)   # too long with `low` turns dropped, fits with `high` dropped
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if fitting(middle) is not None else (middle, high)
+    return fitting(high)
+
+
 class _StopEvent(StoppingCriteria):
     """Lets a Stop button (or Ctrl-C) end generation between tokens."""
 

@@ -124,16 +124,24 @@ def test_engine_caps_every_field_and_frees_the_model_when_the_reader_leaves(tiny
     greedy = dict(temperature=0, max_new_tokens=2000, repetition_penalty=1.0)
     abandoned = engine.stream([{"role": "user", "content": QUESTION}], greedy, session="gone")
     next(abandoned)                       # first piece read, then the reader vanishes without closing it
-    started = time.monotonic()
-    *_, reply = engine.stream([{"role": "user", "content": QUESTION}], dict(greedy, max_new_tokens=4))
-    # the idle limit (0.5 s) plus the watchdog tick (0.2 s) plus one token; 3 s leaves room for a busy machine
-    assert reply.strip() and time.monotonic() - started < 3.0
-    assert engine.stops == {} and not engine.lock.locked()
+    import threading
 
+    def timed(sampling) -> float:    # in a thread, so that a model never freed fails the test instead of hanging it
+        done = []
+        worker = threading.Thread(target=lambda: done.append(list(engine.stream(
+            [{"role": "user", "content": QUESTION}], sampling))[-1]), daemon=True)
+        started = time.monotonic()
+        worker.start()
+        worker.join(timeout=60)
+        assert done and done[0].strip(), "the model was never freed"
+        return time.monotonic() - started
+
+    # Expected: the idle limit (0.5 s) + a watchdog tick (0.2 s) + a token or two of builtin:tiny, about 1 s;
+    # 10 s leaves room for a 2-core machine shared with other jobs. Before issue 19 this never returned.
+    assert timed(dict(greedy, max_new_tokens=4)) < 10
+    assert engine.stops == {} and not engine.lock.locked()
     engine.limits.max_seconds = 0.3      # the time limit ends a long generation that someone does read
-    started = time.monotonic()
-    *_, long_reply = engine.stream([{"role": "user", "content": QUESTION}], greedy)
-    assert time.monotonic() - started < 3.0 and not engine.lock.locked()
+    assert timed(greedy) < 10 and not engine.lock.locked()
 
 # ---------------------------------------------------------------- the served demo (API and browser) ---
 
