@@ -52,8 +52,8 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool, recipe=None) -
     from accelerate import PartialState
 
     state = PartialState(cpu=not torch.cuda.is_available())  # joins torchrun's process group; no-op alone
-    atomic.check_writable(run_dir, "output_dir")
     if state.is_main_process:  # a refusal here ends rank 0, and torchrun then stops the other ranks
+        atomic.check_writable(run_dir, "output_dir")
         _LOCKS[run_dir.resolve()] = RunLock(run_dir)
     try:
         checkpoint, incomplete = _check_run_dir(run_dir, resume, overwrite, recipe, state.is_main_process)

@@ -370,3 +370,24 @@ def test_full_disk_while_writing_run_files_names_the_folder(small_disk):
     assert list(small_disk.iterdir()) == []
     atomic.write_text(small_disk / "metrics.json", "{}")         # space back: the same write works
     assert (small_disk / "metrics.json").read_text() == "{}"
+
+
+@pytest.mark.slow
+def test_full_disk_during_training_then_resume_after_space_is_freed(small_disk):
+    """The run directory sits on the 256 KiB tmpfs: the first checkpoint (LoRA r=32 weights + AdamW state,
+    over 1 MiB) cannot fit. One line naming the folder; after the disk grows, --resume finishes the run."""
+    run_dir = small_disk / "run"
+    args = [QUICK, "--set", f"output_dir={run_dir}", "--set", "train.max_steps=4", "--set", "train.save_steps=2",
+            "--set", "train.batch_size=2", "--set", "data.max_samples=16", "--set", "train.eval_steps=null",
+            "--set", "data.val_ratio=0"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    full = subprocess.run([sys.executable, "-m", "doctorkit.train", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True)
+    assert full.returncode == 2 and "Traceback" not in full.stderr, full.stderr[-2000:]
+    assert f"error: {run_dir}: disk full" in full.stderr and full.stderr.count("error:") == 1
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    resumed = subprocess.run([sys.executable, "-m", "doctorkit.train", *args, "--resume"], cwd=ROOT, env=env,
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    from doctorkit.rundir import read_metrics
+    assert read_metrics(run_dir)["global_step"] == 4 and (run_dir / "recipe.yaml").is_file()
