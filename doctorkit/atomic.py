@@ -97,8 +97,9 @@ def disk_errors(where: str | Path) -> Iterator[None]:
         raise
     except Exception as err:
         if is_disk_full(err, where):
-            raise DoctorKitError(f"{where}: disk full ({str(err).splitlines()[0][:120]}); free space and run "
-                                 f"the command again (training: add --resume)") from None
+            raise DoctorKitError(f"{where}: disk full (no space left on device, reported by "
+                                 f"{type(err).__name__}); free space and run the command again "
+                                 f"(training: add --resume)") from None
         raise
 
 
