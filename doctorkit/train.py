@@ -68,9 +68,6 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool, recipe=None) -
                     shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
         for path in incomplete:
             shutil.rmtree(path, ignore_errors=True)
-        if recipe is not None and not (resume and (run_dir / STARTED_RECIPE).is_file()):
-            (run_dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
-            save_recipe(recipe, run_dir / STARTED_RECIPE)
     state.wait_for_everyone()
     return checkpoint
 
@@ -245,6 +242,10 @@ def _train(recipe, run_dir: Path, checkpoint: str | None) -> Path:
     if recipe.eval.data:  # a wrong eval file should fail now, not after hours of training
         from doctorkit.evaluate import check_eval_config
         check_eval_config(recipe)
+
+    if is_main_process() and not (run_dir / STARTED_RECIPE).is_file():  # what --resume compares against
+        (run_dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+        save_recipe(recipe, run_dir / STARTED_RECIPE)
 
     model, tokenizer = load_model_and_tokenizer(recipe, extra_kwargs=method.load_kwargs(recipe))
     data = prepare(recipe, tokenizer)

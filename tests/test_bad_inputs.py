@@ -177,6 +177,7 @@ CASES = [
     (["translate", "run", TRANSLATE, "--set", "run.shard_size=0"], "shard_size"),
     (["translate", "distill", TRANSLATE, "--set", "work_dir={work}"], "incomplete seed set: 1 of the 3 planned"),
     (["translate", "bogus", TRANSLATE], "invalid choice"),
+    (["translate", "seed", TRANSLATE, "--set", "work_dir={file}"], "is a file"),
 ]
 
 
