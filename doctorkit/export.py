@@ -8,6 +8,9 @@ QLoRA trained against the 4-bit base, so that base is loaded in 4 bit as in trai
 
 P-tuning v2 cannot be merged (its prefix adds attention positions, not weight deltas): DIR gets the prefix,
 the tokenizer and a small loader (load_ptuning.py + ptuning_prefix.py) that attaches it to the base model.
+
+DIR is written whole under a temporary name next to it and renamed into place at the end (doctorkit.atomic):
+it exists only once complete.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import argparse
 import shutil
 from pathlib import Path
 
+from doctorkit import atomic
 from doctorkit.errors import DoctorKitError, cli_main
 from doctorkit.noise import log_to
 
@@ -58,10 +62,11 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def _empty_out(out: Path) -> None:
+def _check_out(out: Path) -> None:
+    """Before anything loads: --out must be new (or an empty folder) in a place we can write."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DoctorKitError(f"{out}: already exists and is not empty; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    atomic.check_writable(out, "--out")
 
 
 def load_base(recipe, run_dir: Path, quantized: bool):
@@ -82,17 +87,18 @@ def export_merged(recipe, run_dir: Path, out: Path, dtype_name: str | None) -> P
     from transformers import AutoTokenizer
 
     from doctorkit.model import resolve_dtype
-    from doctorkit.rundir import ADAPTER, TOKENIZER
+    from doctorkit.rundir import ADAPTER, TOKENIZER, loading
 
     quantized = recipe.method == "qlora" or (recipe.method == "dpo" and recipe.dpo.base_method == "qlora")
     model = load_base(recipe, run_dir, quantized)
     if quantized:  # weights as the adapter saw them during training, now in plain 16/32-bit tensors
         model = model.dequantize()
-    model = PeftModel.from_pretrained(model, run_dir / ADAPTER).merge_and_unload()
+    with loading(run_dir / ADAPTER):
+        model = PeftModel.from_pretrained(model, run_dir / ADAPTER).merge_and_unload()
     model = model.to(resolve_dtype(dtype_name or recipe.dtype))
-    _empty_out(out)
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(run_dir / TOKENIZER).save_pretrained(out)
+    with atomic.folder(out) as folder:  # a kill or a full disk leaves no half-written --out behind
+        model.save_pretrained(folder)
+        AutoTokenizer.from_pretrained(run_dir / TOKENIZER).save_pretrained(folder)
     print(f"exported {recipe.method} run {run_dir} merged into {recipe.model}: {out} "
           f"(standalone: AutoModelForCausalLM.from_pretrained('{out}'), no PEFT needed)")
     return out
@@ -102,12 +108,12 @@ def export_prefix(recipe, run_dir: Path, out: Path) -> Path:
     from doctorkit.methods.ptuning import prefix
     from doctorkit.rundir import ADAPTER, TOKENIZER
 
-    _empty_out(out)
-    shutil.copytree(run_dir / ADAPTER, out / "prefix")
-    for item in (run_dir / TOKENIZER).iterdir():
-        shutil.copy2(item, out / item.name)
-    shutil.copy2(prefix.__file__, out / "ptuning_prefix.py")
-    (out / "load_ptuning.py").write_text(PTUNING_LOADER, encoding="utf-8")
+    with atomic.folder(out) as folder:  # a kill or a full disk leaves no half-written --out behind
+        shutil.copytree(run_dir / ADAPTER, folder / "prefix")
+        for item in (run_dir / TOKENIZER).iterdir():
+            shutil.copy2(item, folder / item.name)
+        shutil.copy2(prefix.__file__, folder / "ptuning_prefix.py")
+        (folder / "load_ptuning.py").write_text(PTUNING_LOADER, encoding="utf-8")
     print(f"P-tuning v2 cannot be merged into the weights (the prefix adds attention positions, not weight "
           f"changes). Wrote the prefix, tokenizer and a loader to {out}: `from load_ptuning import load` "
           f"attaches it to the base model {recipe.model}.")
@@ -118,16 +124,19 @@ def export(run_dir: str | Path, out: str | Path, merged: bool = False, dtype: st
     from doctorkit.rundir import read_run_recipe
 
     run_dir, out = Path(run_dir), Path(out)
-    recipe = read_run_recipe(run_dir)
+    recipe = read_run_recipe(run_dir)  # checks the adapter files against the recipe's method (rundir.check_adapter)
+    _check_out(out)
     log_to(run_dir)   # library messages of the merge go to RUN/library.log (doctorkit.noise)
     if recipe.method == "ptuning":
         if merged:
             raise DoctorKitError(f"{run_dir}: a P-tuning v2 run cannot be exported --merged (its prefix adds "
                                  f"attention positions, not weight changes); drop --merged to export prefix + loader")
-        return export_prefix(recipe, run_dir, out)
+        with atomic.disk_errors(out.parent):
+            return export_prefix(recipe, run_dir, out)
     if not (run_dir / "adapter" / "adapter_config.json").is_file():  # LoRA-family (PEFT) adapters merge
         raise DoctorKitError(f"{run_dir}: its adapter/ is not a PEFT LoRA adapter; cannot merge method '{recipe.method}'")
-    return export_merged(recipe, run_dir, out, dtype)
+    with atomic.disk_errors(out.parent):
+        return export_merged(recipe, run_dir, out, dtype)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,8 @@
     load_kwargs(recipe)              -> extra from_pretrained kwargs (quantization), {} if none
     wrap(model, recipe)              -> trainable model (base frozen)
     load(base_model, run_dir)        -> model with the trained parameters loaded back, for inference
+    ADAPTER_CONFIG, ADAPTER_WEIGHTS  -> file names in RUN_DIR/adapter/ (checked before loading: doctorkit.rundir)
+    RESUME_KEYS (optional)           -> recipe keys a checkpoint is tied to (--resume refuses a change)
     GRADIENT_CHECKPOINTING (optional) -> default when the recipe leaves gradient_checkpointing unset
     PEFT_ADAPTER                     -> True when adapter/ is a PEFT LoRA adapter: several load onto one base
                                         (mixed batches in doctorkit.serve) and vLLM serves it (--lora-modules)

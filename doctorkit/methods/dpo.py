@@ -12,6 +12,8 @@ from doctorkit.errors import DoctorKitError
 from doctorkit.methods import get_method, lora
 
 PEFT_ADAPTER = True  # the policy is a LoRA adapter (lora or qlora base method alike)
+ADAPTER_CONFIG, ADAPTER_WEIGHTS = lora.ADAPTER_CONFIG, lora.ADAPTER_WEIGHTS  # the policy is a LoRA adapter
+RESUME_KEYS = lora.RESUME_KEYS + ("dpo.base_method", "dpo.rounds")
 
 # TRL 1.16 DPOConfig.loss_type values we can drive from the recipe (exo_pair also needs label_smoothing > 0).
 LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust", "nca_pair", "bco_pair", "sppo_hard", "aot", "aot_unpaired",

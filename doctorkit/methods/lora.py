@@ -8,6 +8,10 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from doctorkit.errors import DoctorKitError
 
 PEFT_ADAPTER = True  # adapter/ is a PEFT LoRA adapter (doctorkit.serve, vLLM --lora-modules)
+# What a saved adapter folder holds (PEFT's file names); rundir.check_adapter checks them before loading.
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+RESUME_KEYS = ("lora.r", "lora.target_modules", "lora.use_dora")  # they shape the saved tensors
 
 
 def validate(recipe) -> None:

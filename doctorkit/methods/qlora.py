@@ -12,6 +12,8 @@ from doctorkit.methods.quantized import bnb_config, compute_dtype, require_bnb
 
 PEFT_ADAPTER = True  # a LoRA adapter too; it also applies to the 16-bit base when served
 
+ADAPTER_CONFIG, ADAPTER_WEIGHTS = lora.ADAPTER_CONFIG, lora.ADAPTER_WEIGHTS  # a LoRA adapter, saved as LoRA saves it
+RESUME_KEYS = lora.RESUME_KEYS + ("quantization.bits",)
 GRADIENT_CHECKPOINTING = True  # default when the recipe leaves gradient_checkpointing unset: QLoRA is about memory
 
 

@@ -9,10 +9,12 @@ import warnings
 from pathlib import Path
 
 from doctorkit.errors import DoctorKitError
-from doctorkit.methods.ptuning.prefix import PrefixConfig, PrefixTunedModel, load_prefix_model
+from doctorkit.methods.ptuning.prefix import CONFIG_FILE, WEIGHTS_FILE, PrefixConfig, PrefixTunedModel, load_prefix_model
 
 PEFT_ADAPTER = False  # our own prefix module, not PEFT: vLLM cannot serve it; doctorkit.serve batches it apart
 
+ADAPTER_CONFIG, ADAPTER_WEIGHTS = CONFIG_FILE, (WEIGHTS_FILE,)  # what save_pretrained writes
+RESUME_KEYS = ("ptuning.pre_seq_len", "ptuning.prefix_projection", "ptuning.prefix_hidden_size")
 GRADIENT_CHECKPOINTING = False  # works with our prefix cache; recipes/ptuning.yaml turns it on for memory
 
 
