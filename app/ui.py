@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from app.engine import Engine
+from app.engine import Engine, PromptRejected
 from doctorkit.knowledge import Hit
 
 # The page must render on a hospital network with no internet: fonts the demo serves itself (gradio ships the
@@ -29,7 +29,7 @@ def message_text(message: dict) -> str:
 
 
 def as_history(chatbot_value: list[dict]) -> list[dict]:
-    return [{"role": m["role"], "content": message_text(m)} for m in chatbot_value or []]
+    return [{"role": m.get("role"), "content": message_text(m)} for m in chatbot_value or [] if isinstance(m, dict)]
 
 
 def describe_hits(hits: list[Hit], use_knowledge: bool) -> str:
@@ -40,15 +40,29 @@ def describe_hits(hits: list[Hit], use_knowledge: bool) -> str:
     return "📚 本轮使用的知识库条目：" + "，".join(f"**{h.entry.name}**（得分 {h.score:.1f}）" for h in hits)
 
 
-def build_demo(engine: Engine, max_input_chars: int = 2000, run_name: str = "", max_new_tokens: int = 256) -> gr.Blocks:
+def build_demo(engine: Engine, max_input_chars: int | None = None, run_name: str = "",
+               max_new_tokens: int = 256) -> gr.Blocks:
+    if max_input_chars is not None:
+        engine.limits.max_input_chars = max_input_chars
+    max_input_chars = engine.limits.max_input_chars
+
     def checked(message: str) -> str | None:
-        text = (message or "").strip()
+        text = (message if isinstance(message, str) else "").strip()
         if not text:
             gr.Warning("请输入问题后再发送。")
             return None
-        if len(text) > max_input_chars:
+        if len(text) > max_input_chars:   # measured before anything else touches it
             raise gr.Error(f"问题太长：{len(text)} 字，上限 {max_input_chars} 字，请精简后再发送。")
         return text
+
+    def within_limits(system, history, text, use_knowledge, sampling):
+        """Every field capped (engine.Limits) before the model sees the request: one request cannot starve the demo."""
+        try:
+            system = system if isinstance(system, str) else ""
+            prompt, hits = engine.build_prompt(system, history, text, use_knowledge)
+            return prompt, hits, engine.check_sampling(sampling)
+        except PromptRejected as err:
+            raise gr.Error(str(err)) from None
 
     def chat(message, chatbot, system, temperature, top_p, repetition_penalty, max_new_tokens, use_knowledge,
              request: gr.Request):
@@ -57,12 +71,11 @@ def build_demo(engine: Engine, max_input_chars: int = 2000, run_name: str = "", 
         if text is None:
             yield chatbot, message, gr.skip()
             return
-        history.append({"role": "user", "content": text})
-        prompt = ([{"role": "system", "content": system.strip()}] if system and system.strip() else []) + history
-        prompt, hits = engine.prepare(prompt, use_knowledge)
-        used = describe_hits(hits, use_knowledge)
         sampling = dict(temperature=temperature, top_p=top_p, repetition_penalty=repetition_penalty,
-                        max_new_tokens=int(max_new_tokens))
+                        max_new_tokens=max_new_tokens)
+        prompt, hits, sampling = within_limits(system, history, text, use_knowledge, sampling)
+        history.append({"role": "user", "content": text})
+        used = describe_hits(hits, use_knowledge)
         yield history + [{"role": "assistant", "content": ""}], "", used
         for reply in engine.stream(prompt, sampling, session=request.session_hash):
             yield history + [{"role": "assistant", "content": reply}], "", used
@@ -75,11 +88,10 @@ def build_demo(engine: Engine, max_input_chars: int = 2000, run_name: str = "", 
             return
         if not engine.can_compare:
             raise gr.Error("这个模型是合并导出的完整模型，没有可以关闭的适配器，无法对比基础模型。")
-        prompt = ([{"role": "system", "content": system.strip()}] if system and system.strip() else [])
-        prompt, hits = engine.prepare(prompt + [{"role": "user", "content": text}], use_knowledge)
-        used = describe_hits(hits, use_knowledge)
         sampling = dict(temperature=temperature, top_p=top_p, repetition_penalty=repetition_penalty,
-                        max_new_tokens=int(max_new_tokens))
+                        max_new_tokens=max_new_tokens)
+        prompt, hits, sampling = within_limits(system, [], text, use_knowledge, sampling)
+        used = describe_hits(hits, use_knowledge)
         base = ""
         for base in engine.stream(prompt, sampling, session=request.session_hash, base=True):
             yield base, "", used
@@ -115,12 +127,14 @@ def build_demo(engine: Engine, max_input_chars: int = 2000, run_name: str = "", 
                     tuned_out = gr.Textbox(label="微调模型 Tuned", lines=8, elem_id="tuned-answer", interactive=False)
                 used_compare = gr.Markdown(elem_id="compare-knowledge-used")
         with gr.Accordion("设置 Settings", open=False):
-            system = gr.Textbox(label="系统提示 System prompt", value=_default_system(engine), lines=2)
+            system = gr.Textbox(label="系统提示 System prompt", value=_default_system(engine), lines=2,
+                                max_length=engine.limits.max_system_chars)
             with gr.Row():
                 temperature = gr.Slider(0.0, 2.0, value=0.7, step=0.05, label="temperature (0 = greedy)")
                 top_p = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label="top_p")
                 repetition_penalty = gr.Slider(1.0, 2.0, value=1.1, step=0.05, label="repetition_penalty")
-                max_new_tokens = gr.Slider(1, 2048, value=max_new_tokens, step=1, label="max_new_tokens")
+                max_new_tokens = gr.Slider(1, engine.limits.max_new_tokens, value=max_new_tokens, step=1,
+                                           label="max_new_tokens")
             use_knowledge = gr.Checkbox(value=has_kb, interactive=has_kb, elem_id="use-knowledge",
                                         label="使用知识库 Knowledge" + ("" if has_kb else "（启动时未提供 --knowledge）"))
 

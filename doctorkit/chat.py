@@ -8,14 +8,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from doctorkit.errors import cli_main
+from doctorkit import argtypes
+from doctorkit.errors import DoctorKitError, cli_main
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--temperature", type=float, default=0.7, help="0 = greedy (deterministic)")
-    parser.add_argument("--top-p", type=float, default=0.9)
-    parser.add_argument("--repetition-penalty", type=float, default=1.1)
-    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--temperature", type=argtypes.non_negative_float, default=0.7, help="0 = greedy (deterministic)")
+    parser.add_argument("--top-p", type=argtypes.probability, default=0.9, help="in (0, 1]")
+    parser.add_argument("--repetition-penalty", type=argtypes.penalty, default=1.1)
+    parser.add_argument("--max-new-tokens", type=argtypes.positive_int, default=256)
 
 
 def sampling_from_args(args) -> dict:
@@ -29,15 +30,23 @@ def parse_args(argv):
     parser.add_argument("--prompt", help="ask one question, print the reply, exit")
     parser.add_argument("--system", help="system prompt (default: the recipe's data.system_prompt)")
     parser.add_argument("--knowledge", help="knowledge-base JSONL to ground answers (default: the recipe's data.knowledge)")
+    parser.add_argument("--max-prompt-tokens", type=argtypes.positive_int, default=4096,
+                        help="longest prompt (system + history + message); the oldest turns are dropped to fit")
     add_sampling_arguments(parser)
     return parser.parse_args(argv)
 
 
-def reply(run, history: list[dict], sampling: dict, out=None, ground=None) -> str:
-    from doctorkit.generation import generate_stream
+def reply(run, history: list[dict], sampling: dict, out=None, ground=None, max_prompt_tokens: int | None = None) -> str:
+    from doctorkit.generation import fit_prompt, generate_stream
 
     out = out or sys.stdout  # looked up per call: a default bound at import time outlives a replaced stdout
-    prompt, hits = ground(history) if ground else (history, [])   # same grounding as training and the demo
+    head = history[:1] if history and history[0]["role"] == "system" else []
+    found = fit_prompt(run.tokenizer, head, history[len(head):-1], history[-1:], max_prompt_tokens or 10**9,
+                       ground or (lambda messages: (messages, [])))  # same grounding as training and the demo
+    if found is None:
+        raise DoctorKitError(f"the prompt is longer than --max-prompt-tokens {max_prompt_tokens} even without "
+                             f"earlier turns; shorten the message or --system")
+    prompt, hits = found
     if hits:
         out.write(f"[knowledge: {', '.join(h.entry.name for h in hits)}] ")
     pieces = []
@@ -68,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.prompt.strip():
             print("error: --prompt is empty", file=sys.stderr)
             return 2
-        reply(run, history + [{"role": "user", "content": args.prompt}], sampling, ground=ground)
+        reply(run, history + [{"role": "user", "content": args.prompt}], sampling, ground=ground,
+              max_prompt_tokens=args.max_prompt_tokens)
         return 0
     print(f"chatting with {args.run_dir} — /clear to start over, /exit to leave. Not medical advice.")
     start = list(history)
@@ -88,9 +98,13 @@ def main(argv: list[str] | None = None) -> int:
         history.append({"role": "user", "content": text})
         print("doctor> ", end="", flush=True)
         try:
-            history.append({"role": "assistant", "content": reply(run, history, sampling, ground=ground)})
+            history.append({"role": "assistant", "content": reply(run, history, sampling, ground=ground,
+                                                                  max_prompt_tokens=args.max_prompt_tokens)})
         except KeyboardInterrupt:  # stop this reply, keep the conversation
             print("\n(stopped)")
+            history.pop()
+        except DoctorKitError as err:  # too long even alone: say so, keep chatting
+            print(f"\nerror: {err}")
             history.pop()
 
 

@@ -28,6 +28,9 @@ import torch
 from doctorkit.errors import DoctorKitError
 from doctorkit.noise import log_to
 from doctorkit.rundir import ADAPTER, CHECKPOINTS, LOSS_PNG, METRICS, RECIPE, TB, TOKENIZER, write_metrics
+from doctorkit import atomic
+from doctorkit.rundir import (ADAPTER, CHECKPOINTS, LOCK, LOSS_PNG, METRICS, RECIPE, TB, TOKENIZER, RunLock,
+                              resumable_checkpoint, write_metrics)
 
 ROUNDS = "rounds"
 
@@ -168,27 +171,49 @@ def plot_dpo(history: list[dict], path: Path, title: str = "") -> None:
 def prepare_dpo_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     from doctorkit.train import is_main_process
 
-    if resume:
-        if not (run_dir / ROUNDS).is_dir() and not any((run_dir / CHECKPOINTS).glob("round-*/checkpoint-*")):
-            raise DoctorKitError(f"{run_dir}: nothing to resume (no finished round, no checkpoint; "
-                                 f"checkpoints are written every train.save_steps)")
+    if resume:  # with nothing finished and no whole checkpoint, each round simply starts from step 0
         return
-    if not run_dir.exists() or not any(run_dir.iterdir()):
+    if not run_dir.exists() or not any(item.name != LOCK for item in run_dir.iterdir()):
         return
     if not overwrite:
         raise DoctorKitError(f"{run_dir}: already holds a run; use --resume to continue it, --overwrite to "
                              f"replace it, or --set output_dir=another/folder")
     if is_main_process():
-        shutil.rmtree(run_dir)
+        for item in run_dir.iterdir():  # everything but the lock this process holds
+            if item.name != LOCK:
+                shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
 
 
 def last_checkpoint(folder: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest whole checkpoint; cut-off ones (a kill or a full disk during a save) are named and removed."""
+    last, skipped = resumable_checkpoint(folder)
+    for path, why in skipped:
+        if is_main_process_here():
+            print(f"skipping incomplete checkpoint {path}: {why}")
+            shutil.rmtree(path, ignore_errors=True)
+    print(f"resuming from {last}" if last else f"{folder}: no complete checkpoint; this round starts from step 0")
+    return last
 
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+def is_main_process_here() -> bool:
+    from doctorkit.train import is_main_process
+    return is_main_process()
 
 
 def train_dpo(recipe, resume: bool = False, overwrite: bool = False) -> Path:
+    """Holds the run directory's lock (rank 0) around the whole DPO job, as doctorkit.train does for SFT."""
+    run_dir = Path(recipe.output_dir)
+    atomic.check_writable(run_dir, "output_dir")
+    lock = RunLock(run_dir) if is_main_process_here() else None
+    try:
+        with atomic.disk_errors(run_dir):
+            return _train_dpo(recipe, resume, overwrite)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_dpo(recipe, resume: bool, overwrite: bool) -> Path:
     from transformers import AutoTokenizer, set_seed
 
     from doctorkit.data.preference import paths_of, prepare_preferences
@@ -240,7 +265,8 @@ def train_dpo(recipe, resume: bool = False, overwrite: bool = False) -> Path:
         rounds.append(round_metrics(trainer, data.report, runtime, k, source))
         if trainer.is_world_process_zero():
             # only the trained "default" adapter: the frozen "ref" copy is TRL's bookkeeping, not part of the model
-            trainer.model.save_pretrained(out_dir / ADAPTER, selected_adapters=["default"])
+            with atomic.folder(out_dir / ADAPTER) as folder:
+                trainer.model.save_pretrained(folder, selected_adapters=["default"])
             if not final:
                 write_metrics(out_dir, rounds[-1])
         start = out_dir / ADAPTER
@@ -248,12 +274,13 @@ def train_dpo(recipe, resume: bool = False, overwrite: bool = False) -> Path:
         gc.collect()
 
     if is_main_process():
-        tokenizer.save_pretrained(run_dir / TOKENIZER)
-        save_recipe(recipe, run_dir / RECIPE)
+        with atomic.folder(run_dir / TOKENIZER) as folder:
+            tokenizer.save_pretrained(folder)
         metrics = summarize(rounds)
         write_metrics(run_dir, metrics)
         plot_dpo(metrics["log_history"], run_dir / LOSS_PNG,
                  title=f"DPO ({recipe.dpo.loss_type}, beta {recipe.dpo.beta}) on {recipe.dpo.from_run or recipe.model}")
+        save_recipe(recipe, run_dir / RECIPE)  # last: its presence marks a finished run (doctorkit.rundir)
         print(f"run directory: {run_dir}  (DPO loss {metrics['train_loss_first']:.3f} -> {metrics['train_loss_last']:.3f}, "
               f"reward accuracy {metrics['reward_accuracy_first']:.2f} -> {metrics['reward_accuracy_last']:.2f}; "
               f"{METRICS}, {LOSS_PNG}, {ADAPTER}/)")

@@ -8,15 +8,18 @@ QLoRA trained against the 4-bit base, so that base is loaded in 4 bit as in trai
 
 P-tuning v2 cannot be merged (its prefix adds attention positions, not weight deltas): DIR gets the prefix,
 the tokenizer and a small loader (load_ptuning.py + ptuning_prefix.py) that attaches it to the base model.
+
+DIR is written whole under a temporary name next to it and renamed into place at the end (doctorkit.atomic):
+it exists only once complete.
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from doctorkit import atomic
 from doctorkit.errors import DoctorKitError, cli_main
 from doctorkit.noise import log_to
-
 
 
 def parse_args(argv):
@@ -30,10 +33,11 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def _empty_out(out: Path) -> None:
+def _check_out(out: Path) -> None:
+    """Before anything loads: --out must be new (or an empty folder) in a place we can write."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DoctorKitError(f"{out}: already exists and is not empty; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    atomic.check_writable(out, "--out")
 
 
 def load_base(recipe, run_dir: Path, quantized: bool):
@@ -53,20 +57,20 @@ def export_merged(recipe, run_dir: Path, out: Path, dtype_name: str | None) -> P
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    from doctorkit.model import resolve_dtype
-    from doctorkit.rundir import ADAPTER, TOKENIZER
-
     from doctorkit.methods import get_method
+    from doctorkit.model import resolve_dtype
+    from doctorkit.rundir import ADAPTER, TOKENIZER, loading
 
     quantized = get_method(recipe.method).quantizes_base(recipe)
     model = load_base(recipe, run_dir, quantized)
     if quantized:  # weights as the adapter saw them during training, now in plain 16/32-bit tensors
         model = model.dequantize()
-    model = PeftModel.from_pretrained(model, run_dir / ADAPTER).merge_and_unload()
+    with loading(run_dir / ADAPTER):
+        model = PeftModel.from_pretrained(model, run_dir / ADAPTER).merge_and_unload()
     model = model.to(resolve_dtype(dtype_name or recipe.dtype))
-    _empty_out(out)
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(run_dir / TOKENIZER).save_pretrained(out)
+    with atomic.folder(out) as folder:  # a kill or a full disk leaves no half-written --out behind
+        model.save_pretrained(folder)
+        AutoTokenizer.from_pretrained(run_dir / TOKENIZER).save_pretrained(folder)
     print(f"exported {recipe.method} run {run_dir} merged into {recipe.model}: {out} "
           f"(standalone: AutoModelForCausalLM.from_pretrained('{out}'), no PEFT needed)")
     return out
@@ -77,14 +81,17 @@ def export(run_dir: str | Path, out: str | Path, merged: bool = False, dtype: st
     from doctorkit.rundir import read_run_recipe
 
     run_dir, out = Path(run_dir), Path(out)
-    recipe = read_run_recipe(run_dir)
+    recipe = read_run_recipe(run_dir)  # checks the adapter files against the recipe's method (rundir.check_adapter)
+    _check_out(out)
     log_to(run_dir)   # library messages of the merge go to RUN/library.log (doctorkit.noise)
     method = get_method(recipe.method)
     if not method.MERGES:  # the method writes its own export folder (P-tuning: prefix + loader)
-        return method.export(recipe, run_dir, out, merged)
+        with atomic.disk_errors(out.parent):
+            return method.export(recipe, run_dir, out, merged)
     if not (run_dir / "adapter" / "adapter_config.json").is_file():  # LoRA-family (PEFT) adapters merge
         raise DoctorKitError(f"{run_dir}: its adapter/ is not a PEFT LoRA adapter; cannot merge method '{recipe.method}'")
-    return export_merged(recipe, run_dir, out, dtype)
+    with atomic.disk_errors(out.parent):
+        return export_merged(recipe, run_dir, out, dtype)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,6 +38,30 @@ def prompt_token_ids(tokenizer, messages: list[dict]) -> list[int]:
     return list(out["input_ids"])
 
 
+def fit_prompt(tokenizer, head: list[dict], turns: list[dict], last: list[dict], max_tokens: int, prepare=None):
+    """head + the newest `turns` that fit + last, at most max_tokens after the chat template (chat and demo).
+
+    `prepare(messages) -> (messages, extra)` runs before counting (the demo's knowledge grounding).
+    Returns (messages, extra), or None when even no history at all is too long. Bisection over how many
+    of the oldest turns to drop: a few tokenizations however long the history is.
+    """
+    prepare = prepare or (lambda messages: (messages, None))
+
+    def fitting(drop: int):
+        messages, extra = prepare(head + turns[drop:] + last)
+        return (messages, extra) if len(prompt_token_ids(tokenizer, messages)) <= max_tokens else None
+
+    if (found := fitting(0)) is not None:
+        return found
+    if fitting(len(turns)) is None:
+        return None
+    low, high = 0, len(turns)   # too long with `low` turns dropped, fits with `high` dropped
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if fitting(middle) is not None else (middle, high)
+    return fitting(high)
+
+
 def sampling_kwargs(temperature: float = 0.7, top_p: float = 0.9, repetition_penalty: float = 1.1,
                     max_new_tokens: int = 256) -> dict:
     kwargs = dict(max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty)

@@ -10,13 +10,22 @@ import argparse
 import difflib
 import typing
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
 from doctorkit.errors import DoctorKitError
+
+
+def _steps_or_unset(value: int) -> int:
+    if value != -1 and value < 1:
+        raise ValueError("must be at least 1, or -1 for unset")
+    return value
+
+
+StepsOrUnset = Annotated[int, AfterValidator(_steps_or_unset)]  # a step count, or -1: "use epochs instead"
 
 
 class Section(BaseModel):
@@ -43,16 +52,16 @@ class DataConfig(Section):
     columns: CsvColumns = Field(default_factory=CsvColumns)  # CSV only: which column is which
     system_prompt: Optional[str] = None    # added to conversations that carry no system turn
     val_path: Optional[str] = None   # validation file; overrides val_ratio
-    val_ratio: float = 0.0           # share of the data held out for validation when no val_path
-    max_samples: Optional[int] = None      # use only the first N valid samples (quick trials)
+    val_ratio: float = Field(0.0, ge=0, lt=1)          # share of the data held out for validation when no val_path
+    max_samples: Optional[int] = Field(None, ge=1)  # use only the first N valid samples (quick trials)
     on_error: Literal["skip", "fail"] = "skip"   # malformed line: skip and count, or stop
     overlong: Literal["truncate", "skip"] = "truncate"  # sample longer than train.max_seq_len
     train_on: Literal["all_turns", "last_turn"] = "all_turns"  # which assistant turns carry loss
     packing: bool = False            # pack samples into max_seq_len rows, padding-free (faster)
     group_by_length: bool = True     # without packing: batch similar lengths to cut padding
     knowledge: Optional[str] = None  # knowledge-base JSONL: ground prompts as chat and demo do
-    knowledge_top_k: int = 3         # at most this many knowledge entries per conversation
-    knowledge_budget: int = 400      # max tokens of injected knowledge (the text is cut to fit)
+    knowledge_top_k: int = Field(3, ge=1)        # at most this many knowledge entries per conversation
+    knowledge_budget: int = Field(400, ge=1)     # max tokens of injected knowledge (the text is cut to fit)
     knowledge_threshold: float = 6.0  # min retrieval score; below it the prompt stays ungrounded
     mix: Optional[list[MixSource]] = None  # [{path, weight}, ...]: replaces data.path, mixed by ratio (forgetting)
     deid: bool = False               # de-identify every conversation before training (doctorkit.deid)
@@ -62,28 +71,28 @@ class DataConfig(Section):
 
 
 class TrainConfig(Section):
-    max_steps: int = -1              # -1: run `epochs` epochs instead
-    epochs: float = 1.0
-    max_seq_len: int = 1024          # tokens per sample (or per packed row)
-    batch_size: int = 1              # per device
-    grad_accum: int = 1              # effective batch = batch_size x grad_accum x GPUs
-    learning_rate: float = 2e-4
+    max_steps: StepsOrUnset = -1     # -1: run `epochs` epochs instead
+    epochs: float = Field(1.0, gt=0)
+    max_seq_len: int = Field(1024, ge=2)         # tokens per sample (or per packed row)
+    batch_size: int = Field(1, ge=1)  # per device
+    grad_accum: int = Field(1, ge=1)             # effective batch = batch_size x grad_accum x GPUs
+    learning_rate: float = Field(2e-4, gt=0)
     lr_scheduler: str = "cosine"     # any transformers scheduler name: linear, cosine, constant, ...
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
+    warmup_ratio: float = Field(0.03, ge=0, le=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, ge=0)  # 0: no clipping
     optimizer: str = "adamw_torch"   # adamw_torch | adamw_8bit | paged_adamw_8bit | paged_adamw_32bit
-    logging_steps: int = 10
-    save_steps: int = 200            # checkpoint every N steps (resume with --resume)
-    save_total_limit: int = 2        # keep the newest N checkpoints
-    eval_steps: Optional[int] = None  # evaluate every N steps (default: at the end only)
-    num_workers: int = 0             # dataloader worker processes
+    logging_steps: int = Field(10, ge=1)
+    save_steps: int = Field(200, ge=1)           # checkpoint every N steps (resume with --resume)
+    save_total_limit: int = Field(2, ge=1)       # keep the newest N checkpoints
+    eval_steps: Optional[int] = Field(None, ge=1)  # evaluate every N steps (default: at the end only)
+    num_workers: int = Field(0, ge=0)            # dataloader worker processes
 
 
 class LoraConfig(Section):
-    r: int = 16                      # rank: higher fits more, costs memory
-    alpha: int = 32                  # scaling numerator (alpha / r, or alpha / sqrt(r) with rslora)
-    dropout: float = 0.05
+    r: int = Field(16, ge=1)                     # rank: higher fits more, costs memory
+    alpha: int = Field(32, ge=1)                 # scaling numerator (alpha / r, or alpha / sqrt(r) with rslora)
+    dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: Union[Literal["all-linear"], list[str]] = "all-linear"
     use_dora: bool = False           # weight-decomposed LoRA: a little better, slower
     use_rslora: bool = False         # rank-stabilized scaling: helps at high rank
@@ -97,27 +106,27 @@ class QuantizationConfig(Section):  # method: qlora (the frozen base, loaded thr
 
 
 class PtuningConfig(Section):       # method: ptuning (P-tuning v2: deep key/value prefixes, base frozen)
-    pre_seq_len: int = 128           # prefix length: trainable key/value positions in every layer
+    pre_seq_len: int = Field(128, ge=1)          # prefix length: trainable key/value positions in every layer
     prefix_projection: bool = False  # reparameterize through an MLP (x30 trainable params on 6B)
-    prefix_hidden_size: int = 512    # MLP width when prefix_projection is on
+    prefix_hidden_size: int = Field(512, ge=1)   # MLP width when prefix_projection is on
     quantization_bits: Optional[Literal[4, 8]] = None  # frozen base in 4 or 8 bit (quantization.* settings)
 
 
 class DpoConfig(Section):
-    beta: float = 0.1                # strength of the pull back to the reference model (higher: stay closer)
+    beta: float = Field(0.1, gt=0)               # strength of the pull back to the reference model (higher: stay closer)
     loss_type: str = "sigmoid"       # sigmoid | ipo | hinge | robust | ... (TRL DPOConfig.loss_type names)
     from_run: Optional[str] = None   # SFT run directory to continue from (its adapter = reference)
     base_method: Literal["lora", "qlora"] = "lora"  # without from_run: fresh adapter on a 16-bit or 4-bit base
-    rounds: int = 1                  # repeat DPO, each round starting from (and referenced to) the last one
+    rounds: int = Field(1, ge=1)                 # repeat DPO, each round starting from (and referenced to) the last one
     round_data: list[str] = Field(default_factory=list)  # optional fresh data per round after the first
-    max_prompt_len: int = 512        # pairs whose prompt is longer (tokens) are skipped and counted
+    max_prompt_len: int = Field(512, ge=1)       # pairs whose prompt is longer (tokens) are skipped and counted
 
 
 class EvalConfig(Section):
     data: Optional[str] = None       # evaluate after training on this file
     task: Literal["dialog", "mcq"] = "dialog"
-    max_samples: Optional[int] = 200
-    max_new_tokens: int = 256
+    max_samples: Optional[int] = Field(200, ge=1)
+    max_new_tokens: int = Field(256, ge=1)
     base: bool = False               # also evaluate the base model and print the difference
 
 
@@ -125,7 +134,7 @@ class Recipe(Section):
     model: str = "builtin:tiny"      # hub id, local folder, or builtin:tiny (offline test model)
     method: str = "lora"             # a registered method (doctorkit.methods): lora | qlora | ptuning | dpo
     output_dir: str = "runs/run"
-    seed: int = 42
+    seed: int = Field(42, ge=0)
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"   # auto: bf16 if supported, fp16, fp32 on CPU
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
     gradient_checkpointing: Optional[bool] = None  # recompute activations to save memory; unset: the method decides (on for qlora)
@@ -256,7 +265,10 @@ def format_validation_error(err: ValidationError, source: str, schema: type[Base
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None, schema: type[BaseModel] = Recipe):
     """Read, override and validate a recipe. Raises DoctorKitError with a one-line message."""
-    raw = apply_overrides(read_yaml(path), overrides or [])
+    raw = read_yaml(path)
+    if not raw and not overrides:  # an empty file would silently run every default (a full training run)
+        raise DoctorKitError(f"{path}: the recipe is empty; start from one in recipes/ (see recipes/README.md)")
+    raw = apply_overrides(raw, overrides or [])
     try:
         return schema.model_validate(raw)
     except ValidationError as err:
@@ -265,8 +277,10 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, schema: ty
 
 
 def save_recipe(recipe: BaseModel, path: str | Path) -> None:
+    from doctorkit import atomic
+
     data = recipe.model_dump(mode="json")
-    Path(path).write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    atomic.write_text(path, yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
 
 
 def recipe_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -19,7 +19,11 @@ import torch
 from doctorkit.errors import DoctorKitError, cli_main
 from doctorkit.noise import log_to
 from doctorkit.recipe import recipe_arguments, recipe_from_args, save_recipe
-from doctorkit.rundir import ADAPTER, CHECKPOINTS, LOSS_PNG, METRICS, RECIPE, TB, TOKENIZER, write_metrics
+from doctorkit import atomic
+from doctorkit.rundir import (ADAPTER, CHECKPOINTS, LOCK, LOSS_PNG, METRICS, RECIPE, TB, TOKENIZER, RunLock,
+                              changed_resume_keys, recipe_value, resumable_checkpoint, write_metrics)
+
+STARTED_RECIPE = Path(CHECKPOINTS) / RECIPE  # the recipe a run started with: --resume compares against it
 
 
 def parse_args(argv):
@@ -33,8 +37,13 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> str | None:
+def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool, recipe=None) -> str | None:
     """Returns the checkpoint to resume from, if any; refuses to mix two runs in one directory.
+
+    Rank 0 holds the run directory's lock (rundir.RunLock) until release_run_dir: a second training into
+    the same folder is refused at once. --resume takes the newest whole checkpoint (cut-off ones are
+    named and removed), starts from step 0 when there is none, and refuses settings the checkpoint
+    cannot take (rundir.changed_resume_keys).
 
     Under torchrun every rank runs this. All ranks look at the folder before any rank changes it (first
     barrier), so they all take the same decision and raise the same error; rank 0 alone deletes an old run,
@@ -44,28 +53,68 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> str | None:
     from accelerate import PartialState
 
     state = PartialState(cpu=not torch.cuda.is_available())  # joins torchrun's process group; no-op alone
-    checkpoint = _check_run_dir(run_dir, resume, overwrite)
+    if state.is_main_process:  # a refusal here ends rank 0, and torchrun then stops the other ranks
+        atomic.check_writable(run_dir, "output_dir")
+        _LOCKS[run_dir.resolve()] = RunLock(run_dir)
+    try:
+        checkpoint, incomplete = _check_run_dir(run_dir, resume, overwrite, recipe, state.is_main_process)
+    except BaseException:
+        release_run_dir(run_dir)
+        raise
     state.wait_for_everyone()
-    if checkpoint is None and overwrite and state.is_main_process and run_dir.exists():
-        shutil.rmtree(run_dir)
+    if state.is_main_process:
+        if checkpoint is None and overwrite and not resume:
+            for item in run_dir.iterdir():  # everything but the lock we hold
+                if item.name != LOCK:
+                    shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
+        for path in incomplete:
+            shutil.rmtree(path, ignore_errors=True)
     state.wait_for_everyone()
     return checkpoint
 
 
-def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+_LOCKS: dict[Path, RunLock] = {}
 
-    checkpoints = run_dir / CHECKPOINTS
-    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+
+def release_run_dir(run_dir: Path) -> None:
+    lock = _LOCKS.pop(Path(run_dir).resolve(), None)
+    if lock is not None:
+        lock.release()
+
+
+def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool, recipe=None, speak: bool = True):
+    """(checkpoint to resume from or None, incomplete checkpoints to remove)."""
     if resume:
-        if last is None:
-            raise DoctorKitError(f"{run_dir}: no checkpoint to resume from (checkpoints are written every train.save_steps)")
-        return last
-    if run_dir.exists() and any(run_dir.iterdir()):
+        if recipe is not None:
+            check_resume_settings(run_dir, recipe)
+        last, skipped = resumable_checkpoint(run_dir / CHECKPOINTS)
+        for path, why in skipped if speak else []:
+            print(f"skipping incomplete checkpoint {path}: {why}")
+        if speak:
+            print(f"resuming from {last}" if last else
+                  f"{run_dir}: no complete checkpoint yet (they are written every train.save_steps); starting from step 0")
+        return last, [path for path, _ in skipped]
+    if run_dir.exists() and any(item.name != LOCK for item in run_dir.iterdir()):
         if not overwrite:
             raise DoctorKitError(f"{run_dir}: already holds a run; use --resume to continue it, --overwrite to "
                                  f"replace it, or --set output_dir=another/folder")
-    return None
+    return None, []
+
+
+def check_resume_settings(run_dir: Path, recipe) -> None:
+    """--resume with a changed model, method or adapter shape cannot load the checkpoint: say which key."""
+    from doctorkit.methods import get_method
+    from doctorkit.recipe import load_recipe
+
+    started = run_dir / STARTED_RECIPE
+    if not started.is_file():
+        return
+    saved = load_recipe(started)
+    keys = ("model", "method") + getattr(get_method(recipe.method), "RESUME_KEYS", ())
+    for key in changed_resume_keys(saved, recipe, keys)[:1]:
+        raise DoctorKitError(f"{run_dir}: --resume with a changed {key} (the checkpoints were trained with "
+                             f"{recipe_value(saved, key)!r}, the recipe now says {recipe_value(recipe, key)!r}); set it back, "
+                             f"or train into another output_dir")
 
 
 def shared_training_args(recipe, output_dir: Path, has_eval: bool, dtype: torch.dtype) -> dict:
@@ -168,6 +217,22 @@ def collect_metrics(trainer, report, runtime_s: float, model) -> dict:
 
 
 def train(recipe, resume: bool = False, overwrite: bool = False) -> Path:
+    from doctorkit.methods import get_method
+
+    if get_method(recipe.method).STAGE == "dpo":  # preference stage: own data and trainer, same run directory
+        from doctorkit.dpo import train_dpo
+        return train_dpo(recipe, resume=resume, overwrite=overwrite)
+
+    run_dir = Path(recipe.output_dir)
+    checkpoint = prepare_run_dir(run_dir, resume, overwrite, recipe)
+    try:
+        with atomic.disk_errors(run_dir):
+            return _train(recipe, run_dir, checkpoint)
+    finally:
+        release_run_dir(run_dir)
+
+
+def _train(recipe, run_dir: Path, checkpoint: str | None) -> Path:
     from transformers import set_seed
 
     from doctorkit.data import prepare
@@ -175,12 +240,6 @@ def train(recipe, resume: bool = False, overwrite: bool = False) -> Path:
     from doctorkit.model import load_model_and_tokenizer
     from doctorkit.plots import plot_losses
 
-    if get_method(recipe.method).STAGE == "dpo":  # preference stage: own data and trainer, same run directory
-        from doctorkit.dpo import train_dpo
-        return train_dpo(recipe, resume=resume, overwrite=overwrite)
-
-    run_dir = Path(recipe.output_dir)
-    checkpoint = prepare_run_dir(run_dir, resume, overwrite)
     set_seed(recipe.seed)
     method = get_method(recipe.method)
     method.validate(recipe)
@@ -188,6 +247,10 @@ def train(recipe, resume: bool = False, overwrite: bool = False) -> Path:
     if recipe.eval.data:  # a wrong eval file should fail now, not after hours of training
         from doctorkit.evaluate import check_eval_config
         check_eval_config(recipe)
+
+    if is_main_process() and not (run_dir / STARTED_RECIPE).is_file():  # what --resume compares against
+        (run_dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+        save_recipe(recipe, run_dir / STARTED_RECIPE)
 
     model, tokenizer = load_model_and_tokenizer(recipe, extra_kwargs=method.load_kwargs(recipe))
     data = prepare(recipe, tokenizer)
@@ -206,15 +269,17 @@ def train(recipe, resume: bool = False, overwrite: bool = False) -> Path:
         trainer.evaluate()
 
     if trainer.is_world_process_zero():  # under torchrun only rank 0 writes the run directory
-        model.save_pretrained(run_dir / ADAPTER)
-        tokenizer.save_pretrained(run_dir / TOKENIZER)
-        save_recipe(recipe, run_dir / RECIPE)
+        with atomic.folder(run_dir / ADAPTER) as folder:
+            model.save_pretrained(folder)
+        with atomic.folder(run_dir / TOKENIZER) as folder:
+            tokenizer.save_pretrained(folder)
         if data.canaries:   # data.canaries: what `evaluate RUN --task canary` ranks
             from doctorkit.deid.canary import write_canaries
             write_canaries(run_dir, data.canaries)
         metrics = collect_metrics(trainer, data.report, runtime, model)
         write_metrics(run_dir, metrics)
         plot_losses(metrics["log_history"], run_dir / LOSS_PNG, title=f"{recipe.method} on {recipe.model}")
+        save_recipe(recipe, run_dir / RECIPE)  # last: its presence marks a finished run (doctorkit.rundir)
         print(f"run directory: {run_dir}  (train loss {metrics['train_loss_first']:.3f} -> "
               f"{metrics['train_loss_last']:.3f}; {METRICS}, {LOSS_PNG}, {ADAPTER}/)")
         if recipe.eval.data:  # eval.* keys: score the run as users will load it, training copy freed first

@@ -118,6 +118,7 @@ def test_samples_scale_tokens_and_money(capsys):
 def test_efficiency_is_calibrated_from_measured_runs(capsys, tmp_path):
     (tmp_path / "run1.json").write_text(json.dumps({"gpu": "h100-80gb", "model": "qwen2.5-7b", "method": "lora",
                                                     "seq_len": 1024, "batch": 4, "tokens_per_s": 9000, "mfu": 0.5}))
+    (tmp_path / "none").mkdir()   # an empty results folder: nothing to calibrate from (a missing one is an error)
     default = estimate_json(capsys, QUICK, "--gpu", "h100-80gb", "--results", str(tmp_path / "none"))
     measured = estimate_json(capsys, QUICK, "--gpu", "h100-80gb", "--results", str(tmp_path))
     assert default["efficiency"] == 0.35 and measured["efficiency"] == 0.5

@@ -105,6 +105,44 @@ def test_compare_base_is_the_untuned_model_and_tuned_differs(tiny_run):
     assert engine.stops == {} and not engine.lock.locked()   # nothing left behind
 
 
+
+def test_engine_caps_every_field_and_frees_the_model_when_the_reader_leaves(tiny_run):
+    """Issue 19: one request must not starve the demo. Limits are checked before tokenizing (chars) and after
+    (tokens); an abandoned reply (the client went away: nobody pulls it) stops within idle_seconds."""
+    from app.engine import Engine, Limits, PromptRejected
+    from doctorkit.rundir import load_run
+
+    engine = Engine(load_run(tiny_run), limits=Limits(max_prompt_tokens=200, idle_seconds=0.5, max_seconds=3))
+    with pytest.raises(PromptRejected, match="系统提示太长"):
+        engine.build_prompt("长" * 200_000, [], QUESTION, False)
+    history = [{"role": r, "content": "头痛" * 40} for r in ("user", "assistant")] * 20
+    prompt, _ = engine.build_prompt("", history, QUESTION, False)   # oldest turns dropped to fit 200 tokens
+    assert engine.prompt_tokens(prompt) <= 200 and prompt[-1]["content"] == QUESTION and 1 < len(prompt) < 41
+    with pytest.raises(PromptRejected, match="top_p"):
+        engine.check_sampling(dict(temperature=0.7, top_p=5, repetition_penalty=1.1, max_new_tokens=8))
+
+    greedy = dict(temperature=0, max_new_tokens=2000, repetition_penalty=1.0)
+    abandoned = engine.stream([{"role": "user", "content": QUESTION}], greedy, session="gone")
+    next(abandoned)                       # first piece read, then the reader vanishes without closing it
+    import threading
+
+    def timed(sampling) -> float:    # in a thread, so that a model never freed fails the test instead of hanging it
+        done = []
+        worker = threading.Thread(target=lambda: done.append(list(engine.stream(
+            [{"role": "user", "content": QUESTION}], sampling))[-1]), daemon=True)
+        started = time.monotonic()
+        worker.start()
+        worker.join(timeout=60)
+        assert done and done[0].strip(), "the model was never freed"
+        return time.monotonic() - started
+
+    # Expected: the idle limit (0.5 s) + a watchdog tick (0.2 s) + a token or two of builtin:tiny, about 1 s;
+    # 10 s leaves room for a 2-core machine shared with other jobs. Before issue 19 this never returned.
+    assert timed(dict(greedy, max_new_tokens=4)) < 10
+    assert engine.stops == {} and not engine.lock.locked()
+    engine.limits.max_seconds = 0.3      # the time limit ends a long generation that someone does read
+    assert timed(greedy) < 10 and not engine.lock.locked()
+
 # ---------------------------------------------------------------- the served demo (API and browser) ---
 
 @pytest.fixture(scope="module")
@@ -167,6 +205,26 @@ def test_api_streams_multi_turn_compare_and_rejects_bad_messages(demo_url):
 
     base, tuned, used = client.predict(QUESTION, "", 0.0, 0.9, 1.3, 12, False, api_name="/compare")
     assert tuned.strip() and base != tuned and used == ""
+
+
+def test_a_200000_char_system_prompt_does_not_starve_the_demo(demo_url):
+    """Issue 19's freeze: one /chat call with a 200,000-character system prompt (and one with a huge history)
+    is answered with an error or a trimmed prompt, and an ordinary request right after is answered promptly."""
+    from gradio_client import Client
+
+    client = Client(demo_url, verbose=False)
+    hostile = list(chat_args(QUESTION, []))
+    hostile[2] = "忽" * 200_000
+    started = time.monotonic()
+    with pytest.raises(Exception, match="系统提示太长"):
+        client.predict(*hostile, api_name="/chat")
+    long_history = [{"role": r, "content": [{"type": "text", "text": "头" * 200}]}
+                    for r in ("user", "assistant")] * 500   # Gradio's message format
+    answered = plain(client.predict(*chat_args(QUESTION, long_history), api_name="/chat")[0])
+    assert answered[-1]["role"] == "assistant" and answered[-1]["content"].strip()
+    reply = plain(client.predict(*chat_args("发烧怎么办？", []), api_name="/chat")[0])
+    # 24 new tokens of builtin:tiny take well under a second; 60 s allows a busy 2-core machine
+    assert reply[-1]["content"].strip() and time.monotonic() - started < 60
 
 
 @pytest.mark.browser

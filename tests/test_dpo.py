@@ -90,8 +90,8 @@ def test_no_usable_pairs_and_bad_keys_are_one_line_errors(tmp_path):
     from doctorkit.train import train
     with pytest.raises(DoctorKitError, match="run directory not found"):
         train(dpo_recipe(tmp_path, f"dpo.from_run={tmp_path / 'missing'}"))
-    with pytest.raises(DoctorKitError, match="nothing to resume"):
-        train(dpo_recipe(tmp_path), resume=True)
+    from doctorkit.dpo import prepare_dpo_run_dir   # --resume with nothing to resume starts from step 0 (issue 19)
+    assert prepare_dpo_run_dir(tmp_path / "never-trained", resume=True, overwrite=False) is None
 
 
 def test_bundled_sample_uses_every_layout():

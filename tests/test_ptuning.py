@@ -119,15 +119,20 @@ def test_prefix_trains_over_a_4bit_base():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"ptuning": {"pre_seq_len": 0}}, "ptuning.pre_seq_len must be a positive"),
+    ({"ptuning": {"pre_seq_len": 0}}, "key 'ptuning.pre_seq_len'.*greater than or equal to 1"),   # the schema
     ({"ptuning": {"pre_seq_len": -3}}, "got -3"),
-    ({"data": {"packing": True}}, "set data.packing=false"),
+    ({"data": {"packing": True}}, "set data.packing=false"),                                        # the method
 ])
-def test_recipe_errors_are_one_line(overrides, message):
-    from doctorkit.methods import get_method
+def test_recipe_errors_are_one_line(overrides, message, tmp_path):
+    import yaml
 
+    from doctorkit.methods import get_method
+    from doctorkit.recipe import load_recipe
+
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump({"method": "ptuning", **overrides}), encoding="utf-8")
     with pytest.raises(DoctorKitError, match=message) as err:
-        get_method("ptuning").validate(Recipe(method="ptuning", **overrides))
+        get_method("ptuning").validate(load_recipe(path))
     assert "\n" not in str(err.value)
 
 

@@ -126,13 +126,14 @@ def test_bad_recipe_key_is_one_line_error(tmp_path):
 
 
 def test_existing_run_dir_needs_resume_or_overwrite(tmp_path):
-    from doctorkit.train import prepare_run_dir
+    from doctorkit.train import prepare_run_dir, release_run_dir
 
     (tmp_path / "metrics.json").write_text("{}")
     with pytest.raises(DoctorKitError, match="--resume"):
         prepare_run_dir(tmp_path, resume=False, overwrite=False)
-    with pytest.raises(DoctorKitError, match="no checkpoint"):
-        prepare_run_dir(tmp_path, resume=True, overwrite=False)
+    # --resume with no checkpoint starts from step 0 (issue 19: no circle of advice)
+    assert prepare_run_dir(tmp_path, resume=True, overwrite=False) is None
+    release_run_dir(tmp_path)
 
 
 @pytest.mark.parametrize("make", ["missing", "half"])

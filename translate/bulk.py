@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 
 from tqdm import tqdm
 
+from doctorkit import atomic
 from doctorkit.errors import DoctorKitError
 from translate.records import Record, read_records, translated_record
 from translate.recipe import TranslateRecipe, WorkFiles
@@ -34,9 +34,7 @@ def plan(record: Record, max_chars: int):
 
 
 def write_atomic(path: Path, lines: list[str]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic.write_text(path, "".join(line + "\n" for line in lines))
 
 
 def translate_shard(records, recipe, model, tokenizer, progress) -> tuple[list[str], list[str], dict]:
@@ -67,7 +65,7 @@ def check_manifest(files: WorkFiles, manifest: dict) -> None:
         raise DoctorKitError(f"{files.shards}: shards come from another input, student or shard size; "
                              f"delete that folder to start over")
     files.shards.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    atomic.write_text(path, json.dumps(manifest, indent=2))
 
 
 def bulk(recipe: TranslateRecipe) -> dict:
@@ -117,7 +115,7 @@ def merge(files: WorkFiles, records, names, device: str, source: Path) -> dict:
               "reject_reasons": reasons, "segments": sum(s["segments"] for s in stats),
               "source_chars": sum(s["source_chars"] for s in stats),
               "seconds": round(sum(s["seconds"] for s in stats), 2), "device": device}
-    files.run_report.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+    atomic.write_text(files.run_report, json.dumps(report, indent=2, ensure_ascii=False))
     print(f"run: {report['records']} records -> {report['translated']} translated ({files.translated}), "
           f"{report['rejected']} rejected ({files.rejects}{': ' + str(reasons) if reasons else ''}); "
           f"{report['segments']} segments in {report['seconds']:.1f} s")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from doctorkit import atomic
 from doctorkit.errors import cli_main
 from doctorkit.recipe import load_recipe, recipe_arguments
 from translate.recipe import TranslateRecipe
@@ -29,15 +30,21 @@ def build_parser() -> argparse.ArgumentParser:
     steps = parser.add_subparsers(dest="step", required=True, metavar="STEP",
                                   title="steps (run in this order; each reads recipes/translate.yaml)")
     for name, (_, _, summary) in STEPS.items():
-        recipe_arguments(steps.add_parser(name, help=summary, description=summary))
+        step = recipe_arguments(steps.add_parser(name, help=summary, description=summary))
+        if name == "distill":
+            step.add_argument("--allow-partial", action="store_true",
+                              help="train even though the seed step did not finish (pairs.jsonl is incomplete)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     recipe = load_recipe(args.recipe, args.overrides, schema=TranslateRecipe)
+    if args.step != "score":  # every other step writes under work_dir: fail now, not after the teacher or the model
+        atomic.check_writable(recipe.work_dir, "work_dir")
     module, function, _ = STEPS[args.step]
-    getattr(importlib.import_module(module), function)(recipe)
+    extra = {"allow_partial": args.allow_partial} if args.step == "distill" else {}
+    getattr(importlib.import_module(module), function)(recipe, **extra)
     return 0
 
 

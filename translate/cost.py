@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+from doctorkit import atomic
 from doctorkit.errors import DoctorKitError
 from translate.recipe import TranslateRecipe, WorkFiles
 from translate.seed import price
@@ -46,7 +47,7 @@ def estimate(recipe: TranslateRecipe) -> dict:
 def cost(recipe: TranslateRecipe) -> dict:
     r = estimate(recipe)
     files = WorkFiles(recipe)
-    files.cost.write_text(json.dumps(r, indent=2), encoding="utf-8")
+    atomic.write_text(files.cost, json.dumps(r, indent=2))
     t = recipe.teacher
     rows = [
         ("seed set, teacher", f"{r['seed_records']:,} records, {r['seed_segments']:,} segments, "

@@ -12,7 +12,9 @@ import json
 import random
 import time
 
+from doctorkit import atomic
 from doctorkit.errors import DoctorKitError
+from doctorkit.rundir import read_json
 from translate.recipe import TranslateRecipe, WorkFiles
 from translate.score import corpus_scores
 
@@ -49,7 +51,24 @@ def split_pairs(pairs, holdout: float, seed: int):
     return shuffled[n_held:], shuffled[:n_held]
 
 
-def distill(recipe: TranslateRecipe) -> dict:
+def check_seed_complete(files: WorkFiles, allow_partial: bool) -> None:
+    """seed writes seed_report.json with complete=false when it starts and true when every planned segment
+    is in pairs.jsonl; a killed seed must not quietly become a smaller training set."""
+    if not files.pairs.is_file():
+        return  # read_pairs says what to do
+    report = read_json(files.seed_report) if files.seed_report.is_file() else None
+    if report is not None and report.get("complete", True):  # reports from before this key are whole
+        return
+    have = len({json.loads(line)["en"] for line in files.pairs.read_text(encoding="utf-8").splitlines() if line.strip()})
+    planned = f"of the {report['unique_segments']} planned segments" if report else "segments (no seed_report.json)"
+    if not allow_partial:
+        raise DoctorKitError(f"{files.pairs}: incomplete seed set: {have} {planned}; the seed step did not finish. "
+                             f"Rerun `python -m translate seed` (finished translations are cached, free) or pass "
+                             f"--allow-partial to train on what is there")
+    print(f"distill: --allow-partial: training on an incomplete seed set ({have} {planned})")
+
+
+def distill(recipe: TranslateRecipe, allow_partial: bool = False) -> dict:
     import torch
     from datasets import Dataset
     from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
@@ -57,6 +76,7 @@ def distill(recipe: TranslateRecipe) -> dict:
     from translate.student import load_student, pick_device, translate_texts
 
     files, cfg = WorkFiles(recipe), recipe.student
+    check_seed_complete(files, allow_partial)
     train_pairs, held = split_pairs(read_pairs(files.pairs), cfg.holdout, recipe.seed)
     if not train_pairs:
         raise DoctorKitError(f"{files.pairs}: too few pairs to train on ({len(held)} held out)")
@@ -92,19 +112,20 @@ def distill(recipe: TranslateRecipe) -> dict:
     train_seconds = time.time() - started
     if adapter:
         model = model.merge_and_unload()
-    model.save_pretrained(files.student)
-    tokenizer.save_pretrained(files.student)
+    with atomic.folder(files.student) as folder:  # `run` never finds a half-written student
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
 
     after = translate_held() if held else []
-    with files.heldout.open("w", encoding="utf-8") as out:
-        for en, zh, base, student in zip(held_en, held_zh, before, after):
-            out.write(json.dumps({"en": en, "zh": zh, "student": student, "base": base}, ensure_ascii=False) + "\n")
+    atomic.write_text(files.heldout, "".join(json.dumps({"en": en, "zh": zh, "student": student, "base": base},
+                                                        ensure_ascii=False) + "\n"
+                                             for en, zh, base, student in zip(held_en, held_zh, before, after)))
     report = {"student_model": cfg.model, "method": cfg.method, "pairs_train": len(train_pairs),
               "pairs_heldout": len(held), "steps": result.global_step, "train_loss": result.training_loss,
               "train_seconds": round(train_seconds, 2), "device": str(next(model.parameters()).device),
               "before": corpus_scores(before, held_zh) if held else None,
               "after": corpus_scores(after, held_zh) if held else None}
-    files.distill_report.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+    atomic.write_text(files.distill_report, json.dumps(report, indent=2, ensure_ascii=False))
     print(f"distill: {len(train_pairs)} pairs, {result.global_step} steps in {train_seconds:.1f} s -> {files.student}")
     if held:
         print(f"held-out {len(held)} segments, reference = teacher ({recipe.teacher.model}):")

@@ -11,7 +11,7 @@ from typing import Literal, Optional
 
 from pydantic import Field
 
-from doctorkit.recipe import CsvColumns, LoraConfig, Section
+from doctorkit.recipe import CsvColumns, LoraConfig, Section, StepsOrUnset
 
 MEDICAL_PROMPT = (
     "You are a professional medical translator. Translate the user's English text into fluent, natural "
@@ -30,7 +30,7 @@ class SourceData(Section):
 
 
 class SegmentConfig(Section):
-    max_chars: int = 400             # longer texts are split at sentences, then clauses, then spaces
+    max_chars: int = Field(400, ge=1)            # longer texts are split at sentences, then clauses, then spaces
 
 
 class TeacherConfig(Section):
@@ -38,49 +38,49 @@ class TeacherConfig(Section):
     model: str = "gpt-3.5-turbo"     # ChatGPT by default
     api_key_env: str = "OPENAI_API_KEY"  # name of the environment variable holding the key
     prompt: str = MEDICAL_PROMPT     # system prompt; part of the cache key, so editing it re-translates
-    temperature: float = 0.0         # 0: the most literal, repeatable translation
-    max_tokens: int = 1024           # per reply
-    concurrency: int = 4             # requests in flight at once
-    timeout_s: float = 60.0          # per request
-    max_retries: int = 6             # extra attempts on 429 / 5xx / timeout / dropped connection / garbage
-    backoff_s: float = 1.0           # first wait before a retry; doubles each time (plus jitter)
-    backoff_max_s: float = 30.0      # cap on one wait (also caps a server's Retry-After)
-    price_input_per_1m: float = 0.5  # USD per 1M prompt tokens (gpt-3.5-turbo-0125 list price)
-    price_output_per_1m: float = 1.5  # USD per 1M completion tokens
+    temperature: float = Field(0.0, ge=0)        # 0: the most literal, repeatable translation
+    max_tokens: int = Field(1024, ge=1)          # per reply
+    concurrency: int = Field(4, ge=1)            # requests in flight at once
+    timeout_s: float = Field(60.0, gt=0)         # per request
+    max_retries: int = Field(6, ge=0)            # extra attempts on 429 / 5xx / timeout / dropped connection / garbage
+    backoff_s: float = Field(1.0, ge=0)          # first wait before a retry; doubles each time (plus jitter)
+    backoff_max_s: float = Field(30.0, ge=0)     # cap on one wait (also caps a server's Retry-After)
+    price_input_per_1m: float = Field(0.5, ge=0) # USD per 1M prompt tokens (gpt-3.5-turbo-0125 list price)
+    price_output_per_1m: float = Field(1.5, ge=0) # USD per 1M completion tokens
     deid: bool = True                # de-identify every segment before it leaves the machine (translate/privacy.py)
     allow_identifiable: bool = False  # needed to turn deid off for a teacher not on 127.0.0.1 / localhost
 
 
 class SeedConfig(Section):
-    n: int = 500                     # records to send to the teacher
+    n: int = Field(500, ge=1)                    # records to send to the teacher
     sample: Literal["random", "stratified"] = "stratified"  # stratified: equal share from each length band
-    strata: int = 4                  # length bands for stratified sampling
+    strata: int = Field(4, ge=1)                 # length bands for stratified sampling
 
 
 class StudentConfig(Section):
     model: str = "Helsinki-NLP/opus-mt-en-zh"  # any AutoModelForSeq2SeqLM: hub id, folder, or builtin:tiny-mt
     method: Literal["full", "lora"] = "full"   # lora trains adapters, then merges them into the saved model
     lora: LoraConfig = Field(default_factory=LoraConfig)  # used when method is lora
-    holdout: float = 0.1             # share of the seed pairs kept out of training for BLEU / chrF
-    max_source_len: int = 256        # tokens; longer segments are truncated in training
-    max_target_len: int = 256        # tokens of a reference translation in training
-    epochs: float = 3.0
-    max_steps: int = -1              # -1: run `epochs` epochs
-    batch_size: int = 16
-    learning_rate: float = 5.0e-5
+    holdout: float = Field(0.1, ge=0, lt=1)            # share of the seed pairs kept out of training for BLEU / chrF
+    max_source_len: int = Field(256, ge=1)       # tokens; longer segments are truncated in training
+    max_target_len: int = Field(256, ge=1)       # tokens of a reference translation in training
+    epochs: float = Field(3.0, gt=0)
+    max_steps: StepsOrUnset = -1     # -1: run `epochs` epochs
+    batch_size: int = Field(16, ge=1)
+    learning_rate: float = Field(5.0e-5, gt=0)
     warmup_ratio: float = Field(0.05, ge=0, lt=1)  # share of steps with a linear warmup
-    weight_decay: float = 0.01
-    logging_steps: int = 20
-    num_beams: int = 4               # beam search when translating (1: greedy, fastest)
-    eval_batch_size: int = 32        # segments per generate() call when scoring the held-out slice
+    weight_decay: float = Field(0.01, ge=0)
+    logging_steps: int = Field(20, ge=1)
+    num_beams: int = Field(4, ge=1)              # beam search when translating (1: greedy, fastest)
+    eval_batch_size: int = Field(32, ge=1)       # segments per generate() call when scoring the held-out slice
 
 
 class RunConfig(Section):
     input: Optional[str] = None      # file to translate in bulk (default: data.path), read like `data`
-    batch_size: int = 32             # segments per generate() call (sorted by length to cut padding)
-    shard_size: int = 500            # records per shard; a killed run resumes at the first missing shard
+    batch_size: int = Field(32, ge=1)            # segments per generate() call (sorted by length to cut padding)
+    shard_size: int = Field(500, ge=1)           # records per shard; a killed run resumes at the first missing shard
     device: str = "auto"             # auto: cuda if present, else cpu
-    max_records: Optional[int] = None  # translate only the first N records (quick trials)
+    max_records: Optional[int] = Field(None, ge=1) # translate only the first N records (quick trials)
 
 
 class ScoreConfig(Section):
@@ -91,12 +91,12 @@ class ScoreConfig(Section):
 
 
 class CostConfig(Section):
-    gpu_price_per_hour: float = 2.0  # USD per hour of the machine that trains and runs the student
+    gpu_price_per_hour: float = Field(2.0, ge=0) # USD per hour of the machine that trains and runs the student
 
 
 class TranslateRecipe(Section):
     work_dir: str = "runs/translate"  # every step reads and writes here
-    seed: int = 42                   # sampling, hold-out split and training
+    seed: int = Field(42, ge=0)                  # sampling, hold-out split and training
     data: SourceData = Field(default_factory=SourceData)
     segment: SegmentConfig = Field(default_factory=SegmentConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from tqdm import tqdm
 
+from doctorkit import atomic
 from translate.cache import TeacherCache, cache_key
 from translate.privacy import outgoing_filter
 from translate.records import Record, read_records
@@ -74,6 +75,9 @@ def seed(recipe: TranslateRecipe) -> dict:
         for field, index, text in segs:
             occurrences.setdefault(text, []).append((record.id, field, index))
 
+    # Written before the first request: a seed that dies midway leaves complete=false for distill to see.
+    atomic.write_text(files.seed_report, json.dumps({"complete": False, "records": len(chosen),
+                                                     "unique_segments": len(occurrences)}, indent=2))
     cfg, cache = recipe.teacher, TeacherCache(files.cache)
     keys = {text: cache_key(cfg.model, cfg.prompt, text) for text in occurrences}
     totals = {"prompt_tokens": 0, "completion_tokens": 0, "new_prompt_tokens": 0, "new_completion_tokens": 0}
@@ -115,6 +119,7 @@ def seed(recipe: TranslateRecipe) -> dict:
             cache.close()
 
     report = {
+        "complete": True,
         "records": len(chosen), "records_skipped_unsplittable": skipped,
         "segments": sum(len(v) for v in occurrences.values()), "unique_segments": len(occurrences),
         "cached": len(occurrences) - len(todo), "teacher_calls": len(todo),
@@ -125,7 +130,7 @@ def seed(recipe: TranslateRecipe) -> dict:
         "teacher_model": cfg.model, "seconds": round(time.time() - started, 2),
         "deid": cfg.deid, "deid_replacements": dict(sorted(scrubber.counts.items())) if scrubber else {},
     }
-    files.seed_report.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    atomic.write_text(files.seed_report, json.dumps(report, indent=2))
     print(f"seed: {report['records']} records -> {report['unique_segments']} segments "
           f"({report['cached']} cached, {report['teacher_calls']} new calls, {report['retries']} retries); "
           f"tokens {report['prompt_tokens']} in / {report['completion_tokens']} out; "

@@ -18,6 +18,8 @@ import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from doctorkit import argtypes
+
 GLOSSARY = {
     "doctor": "医生", "patient": "患者", "i": "我", "you": "你", "my": "我的", "your": "你的", "we": "我们",
     "have": "有", "has": "有", "been": "", "am": "是", "is": "是", "are": "是", "it": "它", "this": "这", "that": "那",
@@ -141,8 +143,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m translate.stand_in", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--delay", type=float, default=0.0, help="seconds per reply (to watch progress)")
+    parser.add_argument("--port", type=argtypes.port_number, default=8765)
+    parser.add_argument("--delay", type=argtypes.non_negative_float, default=0.0, help="seconds per reply (to watch progress)")
     args = parser.parse_args(argv)
     server = StandInServer(args.port, delay_s=args.delay)
     print(f"stand-in teacher on {server.base_url} (Ctrl-C stops it)", flush=True)

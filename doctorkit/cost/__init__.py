@@ -12,6 +12,7 @@ from pathlib import Path
 from doctorkit.cost.catalog import GPUS, find_gpu
 from doctorkit.cost.estimate import estimate, largest_batch_that_fits
 from doctorkit.cost.report import render
+from doctorkit import argtypes
 from doctorkit.errors import DoctorKitError, cli_main
 from doctorkit.recipe import recipe_arguments, recipe_from_args
 
@@ -22,11 +23,11 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog="doctorkit cost", description=__doc__.splitlines()[0])
     recipe_arguments(parser)
     parser.add_argument("--gpu", help="estimate for this GPU (" + ", ".join(g.name for g in GPUS) + ")")
-    parser.add_argument("--price-per-hour", type=float, help="your hourly USD price for --gpu")
-    parser.add_argument("--samples", type=int, help="scale the recipe's data to N samples (same length mix)")
-    parser.add_argument("--tokens-per-sample", type=int,
+    parser.add_argument("--price-per-hour", type=argtypes.non_negative_float, help="your hourly USD price for --gpu")
+    parser.add_argument("--samples", type=argtypes.positive_int, help="scale the recipe's data to N samples (same length mix)")
+    parser.add_argument("--tokens-per-sample", type=argtypes.positive_int,
                         help="average tokens per sample, instead of reading the data (use with --samples)")
-    parser.add_argument("--results", type=Path, help="measured runs for calibration (default: bench/results)")
+    parser.add_argument("--results", type=lambda text: Path(argtypes.existing_path(text)), help="measured runs for calibration (default: bench/results)")
     parser.add_argument("--json", action="store_true", help="print the estimate as JSON (all sizes in bytes)")
     return parser.parse_args(argv)
 

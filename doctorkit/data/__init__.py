@@ -13,7 +13,7 @@ from jinja2 import TemplateError
 from tqdm.auto import tqdm
 
 from doctorkit.data.checks import REASONS, check_conversation, with_system_prompt
-from doctorkit.data.masking import IGNORE, render, tokenize_conversation, turn_terminators
+from doctorkit.data.masking import IGNORE, fit_chars, render, tokenize_conversation, turn_terminators
 from doctorkit.data.readers import BadRecord, iter_file
 from doctorkit.data.report import DataReport, percentiles
 from doctorkit.errors import DoctorKitError
@@ -72,6 +72,10 @@ def tokenize_all(conversations, tokenizer, recipe, report: DataReport, desc: str
     rows = []
     bar = tqdm(conversations, desc=desc, unit="conv", leave=False, disable=len(conversations) < PROGRESS_FROM)
     for messages in bar:
+        messages = fit_chars(tokenizer, messages, recipe.train.max_seq_len, data.train_on, data.overlong)
+        if isinstance(messages, str):  # measured in characters: too long to be worth tokenizing at all
+            report.skip(messages)
+            continue
         if ground is not None:   # data.knowledge: the same grounding chat and the demo apply when serving
             messages = ground(messages)[0]
         try:

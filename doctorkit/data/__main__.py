@@ -13,6 +13,7 @@ import json
 import sys
 
 from doctorkit.data import IGNORE, percentiles, prepare
+from doctorkit import argtypes
 from doctorkit.errors import DoctorKitError, cli_main
 from doctorkit.recipe import recipe_arguments, recipe_from_args
 
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m doctorkit.data", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     show = recipe_arguments(commands.add_parser("preview", help="rendered samples with supervised text marked"))
-    show.add_argument("--n", type=int, default=3, help="how many training samples to print")
+    show.add_argument("--n", type=argtypes.positive_int, default=3, help="how many training samples to print")
     show.add_argument("--plain", action="store_true", help="mark with 【】 even on a colour terminal")
     count = recipe_arguments(commands.add_parser("stats", help="counts, skips by reason, length percentiles"))
     count.add_argument("--json", action="store_true", help="print one JSON object")

@@ -14,6 +14,7 @@ appended, so the model learns to stop either way.
 from __future__ import annotations
 
 import bisect
+import functools
 import re
 import weakref
 
@@ -81,6 +82,36 @@ def assistant_regions(tokenizer, messages: list[dict], full: str, stop_at: int, 
     return regions
 
 
+@functools.lru_cache(maxsize=8)
+def longest_token_chars(tokenizer) -> int:
+    """Characters in the tokenizer's longest vocabulary entry: no token covers more text than this."""
+    return max(map(len, tokenizer.get_vocab()), default=1)
+
+
+def fit_chars(tokenizer, messages: list[dict], max_seq_len: int, train_on: str = "all_turns",
+              overlong: str = "truncate") -> list[dict] | str:
+    """Measure a conversation in characters before tokenizing it (hostile data: one 50 MB record).
+
+    Text longer than max_seq_len x (longest token) characters holds more than max_seq_len tokens whatever
+    it says, so it is `overlong` under data.overlong: skip; under truncate it is cut to twice that many
+    characters, which leaves the first max_seq_len tokens (all that truncation keeps) as they were.
+    """
+    limit = max_seq_len * longest_token_chars(tokenizer)
+    if sum(len(m["content"]) for m in messages) <= limit:
+        return messages
+    if overlong == "skip":
+        return "overlong"
+    kept, room = [], 2 * limit
+    for message in messages:
+        if room <= 0:
+            break
+        kept.append({**message, "content": message["content"][:room]})
+        room -= len(kept[-1]["content"])
+    if len(kept) < len(messages) and train_on == "last_turn":
+        return "truncated_away"  # the last reply starts beyond the tokens truncation keeps
+    return kept
+
+
 def tokenize_conversation(tokenizer, messages: list[dict], max_seq_len: int, train_on: str = "all_turns",
                           overlong: str = "truncate") -> dict | str:
     """{"input_ids", "labels", "truncated"} for one checked conversation, or a skip reason (see checks.py).
@@ -88,6 +119,9 @@ def tokenize_conversation(tokenizer, messages: list[dict], max_seq_len: int, tra
     labels are -100 except on assistant replies and their end-of-turn token (every assistant turn, or
     only the last with train_on="last_turn"). Truncated to max_seq_len unless overlong="skip".
     """
+    messages = fit_chars(tokenizer, messages, max_seq_len, train_on, overlong)
+    if isinstance(messages, str):
+        return messages
     full = render(tokenizer, messages)
     encoded = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = list(encoded["input_ids"]), list(encoded["offset_mapping"])

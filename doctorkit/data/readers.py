@@ -32,6 +32,29 @@ class BadRecord(ValueError):
 
 # ------------------------------------------------------------------ text ---
 
+# Undecodable bytes are kept as lone surrogates (errors="surrogateescape") so that only the lines holding
+# them are skipped (file:line, counted, or an error under data.on_error: fail), never the whole file.
+UNDECODABLE = re.compile("[\udc80-\udcff]")
+MOSTLY_UTF8 = 0.01  # at most this share of lines with bad bytes: a UTF-8 file with damage, not another encoding
+
+
+def undecodable(text: str) -> BadRecord | None:
+    match = UNDECODABLE.search(text)
+    if match is None:
+        return None
+    return BadRecord(f"undecodable byte 0x{ord(match.group()) - 0xDC00:02x} (not text in the file's encoding, "
+                     f"data.encoding)")
+
+
+def _damaged(raw: bytes, encoding: str) -> str | None:
+    """The text with its few bad bytes kept for per-line skipping, or None when too many lines are bad
+    (then the file is in another encoding, which is one error for the whole file)."""
+    text = raw.decode(encoding, errors="surrogateescape")
+    lines = text.splitlines()
+    bad = sum(1 for line in lines if UNDECODABLE.search(line))
+    return text if bad <= max(1, MOSTLY_UTF8 * len(lines)) else None
+
+
 def read_text(path: Path, encoding: str = "auto") -> str:
     raw = path.read_bytes()
     if encoding != "auto":
@@ -40,12 +63,18 @@ def read_text(path: Path, encoding: str = "auto") -> str:
         except LookupError:
             raise DoctorKitError(f"{path}: unknown encoding '{encoding}' (data.encoding)") from None
         except UnicodeDecodeError as err:
+            damaged = _damaged(raw, encoding)
+            if damaged is not None:
+                return damaged
             raise DoctorKitError(f"{path}: not valid {encoding} at byte {err.start}; "
                                  f"set data.encoding to the file's encoding or auto") from None
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         pass
+    damaged = _damaged(raw, "utf-8-sig")
+    if damaged is not None:
+        return damaged
     sample = raw[:DETECT_BYTES]
     best = from_bytes(sample).best()
     guess = best.encoding if best else None
@@ -70,6 +99,9 @@ def iter_json_records(path: Path, text: str) -> Iterator[tuple[str, object]]:
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
+        if (bad := undecodable(line)) is not None:
+            yield f"{path}:{number}", bad
+            continue
         try:
             yield f"{path}:{number}", json.loads(line)
         except json.JSONDecodeError as err:
@@ -92,11 +124,12 @@ def _iter_json_list(path: Path, text: str) -> Iterator[tuple[str, object]]:
             return
         line += text.count("\n", counted, pos)
         counted = pos
+        start = pos
         try:
             record, pos = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as err:  # the rest of the list cannot be resynchronised
             raise DoctorKitError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
-        yield f"{path}:{line}", record
+        yield f"{path}:{line}", undecodable(text[start:pos]) or record
         pos = skip_space(pos)
         if pos < len(text) and text[pos] == ",":
             pos += 1
@@ -154,6 +187,9 @@ def iter_csv_records(path: Path, text: str, columns, on_columns=None) -> Iterato
         where = f"{path}:{reader.line_num}"
         if None in row:  # more cells than header names
             yield where, BadRecord(f"malformed CSV row ({len(header) + len(row[None])} cells, header has {len(header)})")
+            continue
+        if (bad := undecodable("".join(v for v in row.values() if isinstance(v, str)))) is not None:
+            yield where, bad
             continue
         messages = []
         if columns.system and (row.get(columns.system) or "").strip():

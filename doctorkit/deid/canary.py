@@ -81,5 +81,7 @@ def exposure(canary_logprob: float, candidate_logprobs: list[float]) -> tuple[in
 
 def write_canaries(run_dir: str | Path, canaries: list[dict]) -> Path:
     path = Path(run_dir) / CANARIES_FILE
-    path.write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in canaries), encoding="utf-8")
+    from doctorkit import atomic
+
+    atomic.write_text(path, "".join(json.dumps(c, ensure_ascii=False) + "\n" for c in canaries))
     return path

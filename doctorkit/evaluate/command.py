@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from doctorkit import argtypes
 from doctorkit.errors import DoctorKitError, cli_main
 from doctorkit.evaluate.tasks import EvalOptions, available_tasks, get_task
 
@@ -22,10 +23,10 @@ def parse_args(argv):
     parser.add_argument("--base", action="store_true", help="also evaluate the base model (adapter off), print the difference")
     parser.add_argument("--json", action="store_true", help="print metrics.json instead of the table")
     parser.add_argument("--out", help="results folder (default: RUN_DIR/eval/<task>-<data name>)")
-    parser.add_argument("--max-samples", type=int, help="score only the first N usable records")
-    parser.add_argument("--batch-size", type=int, default=8, help="prompts (dialog) or options (mcq) per forward pass")
-    parser.add_argument("--max-new-tokens", type=int, default=256)
-    parser.add_argument("--repetition-penalty", type=float, default=1.0,
+    parser.add_argument("--max-samples", type=argtypes.positive_int, help="score only the first N usable records")
+    parser.add_argument("--batch-size", type=argtypes.positive_int, default=8, help="prompts (dialog) or options (mcq) per forward pass")
+    parser.add_argument("--max-new-tokens", type=argtypes.positive_int, default=256)
+    parser.add_argument("--repetition-penalty", type=argtypes.penalty, default=1.0,
                         help="1.0 (default) measures the model's own repetition instead of hiding it")
     parser.add_argument("--system", help="system prompt (default: the run's data.system_prompt)")
     parser.add_argument("--mcq-mode", choices=["loglik", "generate"], default="loglik",

@@ -62,9 +62,9 @@ def load_items(path, max_samples, to_item, looks_right, expected: str) -> Loaded
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", encoding="utf-8") as out:
-        for row in rows:
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    from doctorkit import atomic
+
+    atomic.write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

@@ -14,11 +14,13 @@ import re
 import time
 from pathlib import Path
 
+from doctorkit import atomic
 from doctorkit.errors import DoctorKitError
 from doctorkit.evaluate.loading import Target, has_adapter, load_target
 from doctorkit.evaluate.records import write_jsonl
 from doctorkit.evaluate.report import plot_summary
 from doctorkit.evaluate.tasks import EvalOptions, get_task
+from doctorkit.rundir import read_metrics, write_metrics
 
 PREDICTIONS, BASE_PREDICTIONS, METRICS_FILE, PLOT = ("predictions.jsonl", "base_predictions.jsonl",
                                                      "metrics.json", "eval.png")
@@ -92,7 +94,7 @@ def evaluate_model(model, tokenizer, data, task: str, out_dir, base: bool = Fals
         summary["files"]["base"] = BASE_PREDICTIONS
     summary["out_dir"] = str(out_dir)
     plot_summary(summary, out_dir / PLOT)
-    (out_dir / METRICS_FILE).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    atomic.write_text(out_dir / METRICS_FILE, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     return summary
 
 
@@ -103,6 +105,8 @@ def evaluate(target: str, data, task: str, out_dir=None, base: bool = False, opt
         raise DoctorKitError(f"{data}: evaluation data file not found")
     options = options or EvalOptions()
     get_task(task).load(data, 1, options)  # wrong file for the task: say so before loading a large model
+    if out_dir is not None:
+        atomic.check_writable(out_dir, "--out")
     loaded = load_target(target, device)
     if options.system_prompt is None:
         options.system_prompt = loaded.system_prompt
@@ -126,9 +130,9 @@ def evaluate_after_training(run_dir, recipe) -> dict:
     options = EvalOptions(max_new_tokens=cfg.max_new_tokens)
     summary = evaluate(str(run_dir), cfg.data, cfg.task, base=cfg.base, options=options, max_samples=cfg.max_samples)
     metrics_path = Path(run_dir) / "metrics.json"
-    metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
+    metrics = read_metrics(run_dir) if metrics_path.is_file() else {}
     metrics["eval"] = {k: summary[k] for k in ("task", "data", "samples", "skipped", "results", "out_dir")
                        if k in summary} | ({"difference": summary["difference"]} if "difference" in summary else {})
-    metrics_path.write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_metrics(run_dir, metrics)
     return summary
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from doctorkit import argtypes
 from doctorkit.errors import DoctorKitError, cli_main
 from doctorkit.knowledge.base import DEFAULT_THRESHOLD, KnowledgeBase
 from doctorkit.knowledge.prompt import count_tokens, ground
@@ -70,10 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     find = sub.add_parser("search", help="show the entries and text a question would be grounded with")
     find.add_argument("kb", help="knowledge base JSONL (e.g. data/knowledge_zh.jsonl)")
     find.add_argument("question")
-    find.add_argument("-k", type=int, default=3, help="at most this many entries (default 3)")
-    find.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+    find.add_argument("-k", type=argtypes.positive_int, default=3, help="at most this many entries (default 3)")
+    find.add_argument("--threshold", type=argtypes.non_negative_float, default=DEFAULT_THRESHOLD,
                       help=f"minimum score to ground (default {DEFAULT_THRESHOLD})")
-    find.add_argument("--budget", type=int, default=400, help="max size of the injected text (default 400)")
+    find.add_argument("--budget", type=argtypes.positive_int, default=400, help="max size of the injected text (default 400)")
     find.add_argument("--tokenizer", help="count the budget in tokens: builtin:tiny, a run dir or a tokenizer dir "
                                           "(default: characters)")
     check = sub.add_parser("check", help="load a KB and report malformed lines")

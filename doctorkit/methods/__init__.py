@@ -7,6 +7,8 @@ A method is any object (a module here; a class instance or a module of a user's 
     wrap(model, recipe)              -> trainable model (base frozen)
     load(base_model, run_dir)        -> model with the trained parameters loaded back, for inference
 and, optional (their defaults are in DEFAULTS below, the one place they are written):
+    ADAPTER_CONFIG, ADAPTER_WEIGHTS  -> file names in RUN_DIR/adapter/ (checked before loading: doctorkit.rundir)
+    RESUME_KEYS                      -> recipe keys a checkpoint is tied to (--resume refuses a change)
     SECTION, CONFIG                  -> the recipe key of its own options and their pydantic Section class
                                         (a registered method's section is accepted only with that method)
     STAGE                            -> "sft" or "dpo": the training stage that runs it (doctorkit.stages)
@@ -41,6 +43,9 @@ DEFAULTS = {
     "SECTION": None, "CONFIG": None, "STAGE": "sft", "GRADIENT_CHECKPOINTING": False, "PEFT_ADAPTER": False,
     "MERGES": False, "weight_bits": lambda recipe: None, "cost_terms": lambda recipe, shape: {},
     "COST_TERMS": {}, "fit_advice": lambda job: [],
+    # PEFT's file names: a PEFT-based method (LoRA, IA3, ...) saves these
+    "ADAPTER_CONFIG": "adapter_config.json", "ADAPTER_WEIGHTS": ("adapter_model.safetensors", "adapter_model.bin"),
+    "RESUME_KEYS": (),
 }
 # What doctorkit.cost assumes of a method that says nothing (a method's COST_TERMS overrides these).
 DEFAULT_COST_TERMS = {"adapter": "none", "pairs": False, "reference_forward": False, "forced_checkpointing": False,

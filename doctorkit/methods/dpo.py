@@ -12,6 +12,7 @@ from doctorkit.errors import DoctorKitError
 from doctorkit.methods import get_method, lora
 
 PEFT_ADAPTER = True  # the policy is a LoRA adapter (lora or qlora base method alike)
+RESUME_KEYS = lora.RESUME_KEYS + ("dpo.base_method", "dpo.rounds")
 SECTION = "dpo"
 STAGE = "dpo"        # trained by doctorkit.stages.dpo on preference pairs, not by the SFT stage
 MERGES = True        # the policy is a LoRA adapter: export merges it like lora / qlora

@@ -6,6 +6,8 @@ from pathlib import Path
 from doctorkit.errors import DoctorKitError
 
 PEFT_ADAPTER = True  # adapter/ is a PEFT LoRA adapter (doctorkit.serve, vLLM --lora-modules)
+# The saved adapter folder holds PEFT's file names (doctorkit.methods DEFAULTS); rundir.check_adapter checks them.
+RESUME_KEYS = ("lora.r", "lora.target_modules", "lora.use_dora")  # they shape the saved tensors
 SECTION = "lora"     # recipe section of its options (doctorkit.recipe.LoraConfig)
 MERGES = True        # export merges the adapter into the base weights (merge_and_unload)
 COST_TERMS = {"adapter": "lora"}  # doctorkit.cost.job.Job: rank-r matrices on lora.target_modules

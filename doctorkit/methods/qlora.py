@@ -10,6 +10,7 @@ from doctorkit.methods.quantized import bnb_config, compute_dtype, require_bnb
 
 PEFT_ADAPTER = True  # a LoRA adapter too; it also applies to the 16-bit base when served
 
+RESUME_KEYS = lora.RESUME_KEYS + ("quantization.bits",)
 GRADIENT_CHECKPOINTING = True  # default when the recipe leaves gradient_checkpointing unset: QLoRA is about memory
 SECTION = "quantization"  # its own keys; the adapter's are lora's (recipe sections lora + quantization)
 MERGES = True             # export dequantizes the 4/8-bit base as trained, then merges the adapter

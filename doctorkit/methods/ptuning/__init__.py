@@ -12,10 +12,20 @@ from doctorkit.errors import DoctorKitError
 
 PEFT_ADAPTER = False  # our own prefix module, not PEFT: vLLM cannot serve it; doctorkit.serve batches it apart
 
+RESUME_KEYS = ("ptuning.pre_seq_len", "ptuning.prefix_projection", "ptuning.prefix_hidden_size")
 GRADIENT_CHECKPOINTING = False  # works with our prefix cache; recipes/ptuning.yaml turns it on for memory
 SECTION = "ptuning"
 MERGES = False  # the prefix adds attention positions, not weight deltas: export() writes prefix + loader
 COST_TERMS = {"adapter": "prefix"}  # doctorkit.cost.job.Job: key/value prefixes in every layer
+
+
+def __getattr__(name):
+    """ADAPTER_CONFIG, ADAPTER_WEIGHTS: what the prefix's save_pretrained writes (prefix.py, which imports
+    transformers, is read only when they are asked for: cost and doctor import this module for its facts)."""
+    if name in ("ADAPTER_CONFIG", "ADAPTER_WEIGHTS"):
+        from doctorkit.methods.ptuning.prefix import CONFIG_FILE, WEIGHTS_FILE
+        return CONFIG_FILE if name == "ADAPTER_CONFIG" else (WEIGHTS_FILE,)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def weight_bits(recipe):

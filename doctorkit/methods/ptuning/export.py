@@ -35,16 +35,16 @@ def load(base=None, **from_pretrained_kwargs):
 
 
 def export_prefix(recipe, run_dir: Path, out: Path) -> Path:
-    from doctorkit.export import _empty_out
+    from doctorkit import atomic
     from doctorkit.methods.ptuning import prefix
     from doctorkit.rundir import ADAPTER, TOKENIZER
 
-    _empty_out(out)
-    shutil.copytree(run_dir / ADAPTER, out / "prefix")
-    for item in (run_dir / TOKENIZER).iterdir():
-        shutil.copy2(item, out / item.name)
-    shutil.copy2(prefix.__file__, out / "ptuning_prefix.py")
-    (out / "load_ptuning.py").write_text(PTUNING_LOADER, encoding="utf-8")
+    with atomic.folder(out) as folder:  # a kill or a full disk leaves no half-written --out behind
+        shutil.copytree(run_dir / ADAPTER, folder / "prefix")
+        for item in (run_dir / TOKENIZER).iterdir():
+            shutil.copy2(item, folder / item.name)
+        shutil.copy2(prefix.__file__, folder / "ptuning_prefix.py")
+        (folder / "load_ptuning.py").write_text(PTUNING_LOADER, encoding="utf-8")
     print(f"P-tuning v2 cannot be merged into the weights (the prefix adds attention positions, not weight "
           f"changes). Wrote the prefix, tokenizer and a loader to {out}: `from load_ptuning import load` "
           f"attaches it to the base model {recipe.model}.")
