@@ -8,138 +8,27 @@ Llama-3) carry no `{% generation %}` markers for its assistant_only_loss.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
-import resource
-import shutil
 import time
 from pathlib import Path
 
 import torch
 
-from doctorkit.errors import DoctorKitError, cli_main
+from doctorkit import atomic
+from doctorkit.errors import cli_main
 from doctorkit.noise import log_to
 from doctorkit.recipe import recipe_arguments, recipe_from_args, save_recipe
-from doctorkit import atomic
-from doctorkit.rundir import (ADAPTER, CHECKPOINTS, LOCK, LOSS_PNG, METRICS, RECIPE, TB, TOKENIZER, RunLock,
-                              changed_resume_keys, recipe_value, resumable_checkpoint, write_metrics)
-
-STARTED_RECIPE = Path(CHECKPOINTS) / RECIPE  # the recipe a run started with: --resume compares against it
-
+from doctorkit.rundir import ADAPTER, CHECKPOINTS, TB
+# The run-directory lifecycle every stage shares (names kept here for callers of doctorkit.train).
+from doctorkit.stages import (STAGES, STARTED_RECIPE, collect_metrics, evaluate_after, finish_run,  # noqa: F401
+                              is_main_process, prepare_run_dir, release_run_dir, run_stage, shared_training_args)
 
 def parse_args(argv):
     parser = recipe_arguments(argparse.ArgumentParser(prog="python -m doctorkit.train", description=__doc__.splitlines()[0]))
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
     parser.add_argument("--overwrite", action="store_true", help="delete an existing run in output_dir first")
     return parser.parse_args(argv)
-
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool, recipe=None) -> str | None:
-    """Returns the checkpoint to resume from, if any; refuses to mix two runs in one directory.
-
-    Rank 0 holds the run directory's lock (rundir.RunLock) until release_run_dir: a second training into
-    the same folder is refused at once. --resume takes the newest whole checkpoint (cut-off ones are
-    named and removed), starts from step 0 when there is none, and refuses settings the checkpoint
-    cannot take (rundir.changed_resume_keys).
-
-    Under torchrun every rank runs this. All ranks look at the folder before any rank changes it (first
-    barrier), so they all take the same decision and raise the same error; rank 0 alone deletes an old run,
-    and nobody goes on until it is gone (second barrier); only rank 0 writes into it afterwards. Without these, a slow rank could find rank 0's
-    fresh files and refuse, or list a folder rank 0 is deleting.
-    """
-    from accelerate import PartialState
-
-    state = PartialState(cpu=not torch.cuda.is_available())  # joins torchrun's process group; no-op alone
-    if state.is_main_process:  # a refusal here ends rank 0, and torchrun then stops the other ranks
-        atomic.check_writable(run_dir, "output_dir")
-        _LOCKS[run_dir.resolve()] = RunLock(run_dir)
-    try:
-        checkpoint, incomplete = _check_run_dir(run_dir, resume, overwrite, recipe, state.is_main_process)
-    except BaseException:
-        release_run_dir(run_dir)
-        raise
-    state.wait_for_everyone()
-    if state.is_main_process:
-        if checkpoint is None and overwrite and not resume:
-            for item in run_dir.iterdir():  # everything but the lock we hold
-                if item.name != LOCK:
-                    shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
-        for path in incomplete:
-            shutil.rmtree(path, ignore_errors=True)
-    state.wait_for_everyone()
-    return checkpoint
-
-
-_LOCKS: dict[Path, RunLock] = {}
-
-
-def release_run_dir(run_dir: Path) -> None:
-    lock = _LOCKS.pop(Path(run_dir).resolve(), None)
-    if lock is not None:
-        lock.release()
-
-
-def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool, recipe=None, speak: bool = True):
-    """(checkpoint to resume from or None, incomplete checkpoints to remove)."""
-    if resume:
-        if recipe is not None:
-            check_resume_settings(run_dir, recipe)
-        last, skipped = resumable_checkpoint(run_dir / CHECKPOINTS)
-        for path, why in skipped if speak else []:
-            print(f"skipping incomplete checkpoint {path}: {why}")
-        if speak:
-            print(f"resuming from {last}" if last else
-                  f"{run_dir}: no complete checkpoint yet (they are written every train.save_steps); starting from step 0")
-        return last, [path for path, _ in skipped]
-    if run_dir.exists() and any(item.name != LOCK for item in run_dir.iterdir()):
-        if not overwrite:
-            raise DoctorKitError(f"{run_dir}: already holds a run; use --resume to continue it, --overwrite to "
-                                 f"replace it, or --set output_dir=another/folder")
-    return None, []
-
-
-def check_resume_settings(run_dir: Path, recipe) -> None:
-    """--resume with a changed model, method or adapter shape cannot load the checkpoint: say which key."""
-    from doctorkit.methods import get_method
-    from doctorkit.recipe import load_recipe
-
-    started = run_dir / STARTED_RECIPE
-    if not started.is_file():
-        return
-    saved = load_recipe(started)
-    keys = ("model", "method") + getattr(get_method(recipe.method), "RESUME_KEYS", ())
-    for key in changed_resume_keys(saved, recipe, keys)[:1]:
-        raise DoctorKitError(f"{run_dir}: --resume with a changed {key} (the checkpoints were trained with "
-                             f"{recipe_value(saved, key)!r}, the recipe now says {recipe_value(recipe, key)!r}); set it back, "
-                             f"or train into another output_dir")
-
-
-def shared_training_args(recipe, output_dir: Path, has_eval: bool, dtype: torch.dtype) -> dict:
-    """TrainingArguments every stage (SFT, DPO) takes from the recipe's train section, in one place."""
-    t = recipe.train
-    on_gpu = torch.cuda.is_available()
-    return dict(
-        output_dir=str(output_dir),
-        max_steps=t.max_steps, num_train_epochs=t.epochs,
-        per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size,
-        gradient_accumulation_steps=t.grad_accum,
-        learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler, warmup_steps=t.warmup_ratio,
-        weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, optim=t.optimizer,
-        logging_steps=t.logging_steps, logging_first_step=True,
-        save_strategy="steps", save_steps=t.save_steps, save_total_limit=t.save_total_limit,
-        eval_strategy=("steps" if t.eval_steps else "no") if has_eval else "no", eval_steps=t.eval_steps,
-        # explicit, because DPOConfig defaults to bf16 and checkpointing on: the recipe (or its method) decides
-        bf16=on_gpu and dtype == torch.bfloat16, fp16=on_gpu and dtype == torch.float16, use_cpu=not on_gpu,
-        activation_checkpointing=bool(recipe.gradient_checkpointing),  # transformers 5 name for gradient checkpointing
-        activation_checkpointing_kwargs={"use_reentrant": False} if recipe.gradient_checkpointing else None,
-        max_length=t.max_seq_len,
-        dataloader_num_workers=t.num_workers,
-        report_to=["tensorboard"], seed=recipe.seed, data_seed=recipe.seed,
-        ddp_find_unused_parameters=False,
-    )
 
 
 def trainer_args(recipe, run_dir: Path, has_eval: bool, dtype: torch.dtype):
@@ -178,58 +67,14 @@ def make_trainer(**kwargs):
     return DoctorKitSFTTrainer(**kwargs)
 
 
-def peak_memory_bytes() -> int:
-    if torch.cuda.is_available():
-        return int(torch.cuda.max_memory_allocated())
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
-
-
-def collect_metrics(trainer, report, runtime_s: float, model) -> dict:
-    from doctorkit.model import count_parameters
-
-    history = trainer.state.log_history
-    losses = [h["loss"] for h in history if "loss" in h]
-    evals = [h["eval_loss"] for h in history if "eval_loss" in h]
-    tokens_seen = max([h.get("num_tokens", 0) for h in history] + [0])
-    trainable, total = count_parameters(model)
-    return {
-        "train_loss_first": losses[0] if losses else None,
-        "train_loss_last": losses[-1] if losses else None,
-        "eval_loss": evals[-1] if evals else None,
-        "global_step": trainer.state.global_step,
-        "samples_used": report.samples_used,
-        "samples_skipped": report.samples_skipped,
-        "samples_truncated": report.truncated,
-        "eval_samples": report.eval_samples,
-        "train_tokens": report.train_tokens,
-        "supervised_tokens": report.supervised_tokens,
-        "data_mix": report.mix,
-        "deid_replacements": report.deid_replacements,
-        "tokens_seen": int(tokens_seen),
-        "runtime_s": round(runtime_s, 3),
-        "tokens_per_s": round(tokens_seen / runtime_s, 2) if runtime_s > 0 else None,
-        "peak_memory_bytes": peak_memory_bytes(),
-        "trainable_params": trainable,
-        "total_params": total,
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-        "log_history": history,
-    }
-
-
 def train(recipe, resume: bool = False, overwrite: bool = False) -> Path:
+    """Train `recipe` under its method's stage: SFT here; the others in doctorkit.stages (STAGES)."""
     from doctorkit.methods import get_method
 
-    if get_method(recipe.method).STAGE == "dpo":  # preference stage: own data and trainer, same run directory
-        from doctorkit.dpo import train_dpo
-        return train_dpo(recipe, resume=resume, overwrite=overwrite)
-
-    run_dir = Path(recipe.output_dir)
-    checkpoint = prepare_run_dir(run_dir, resume, overwrite, recipe)
-    try:
-        with atomic.disk_errors(run_dir):
-            return _train(recipe, run_dir, checkpoint)
-    finally:
-        release_run_dir(run_dir)
+    stage = get_method(recipe.method).STAGE
+    if STAGES[stage] != __name__:
+        return importlib.import_module(STAGES[stage]).train(recipe, resume, overwrite)
+    return run_stage(recipe, resume, overwrite, lambda run_dir, checkpoint: _train(recipe, run_dir, checkpoint))
 
 
 def _train(recipe, run_dir: Path, checkpoint: str | None) -> Path:
@@ -271,22 +116,15 @@ def _train(recipe, run_dir: Path, checkpoint: str | None) -> Path:
     if trainer.is_world_process_zero():  # under torchrun only rank 0 writes the run directory
         with atomic.folder(run_dir / ADAPTER) as folder:
             model.save_pretrained(folder)
-        with atomic.folder(run_dir / TOKENIZER) as folder:
-            tokenizer.save_pretrained(folder)
         if data.canaries:   # data.canaries: what `evaluate RUN --task canary` ranks
             from doctorkit.deid.canary import write_canaries
             write_canaries(run_dir, data.canaries)
         metrics = collect_metrics(trainer, data.report, runtime, model)
-        write_metrics(run_dir, metrics)
-        plot_losses(metrics["log_history"], run_dir / LOSS_PNG, title=f"{recipe.method} on {recipe.model}")
-        save_recipe(recipe, run_dir / RECIPE)  # last: its presence marks a finished run (doctorkit.rundir)
-        print(f"run directory: {run_dir}  (train loss {metrics['train_loss_first']:.3f} -> "
-              f"{metrics['train_loss_last']:.3f}; {METRICS}, {LOSS_PNG}, {ADAPTER}/)")
-        if recipe.eval.data:  # eval.* keys: score the run as users will load it, training copy freed first
-            from doctorkit.evaluate import evaluate_after_training, format_summary
-            del trainer, model
-            torch.cuda.empty_cache()
-            print(format_summary(evaluate_after_training(run_dir, recipe)))
+        finish_run(run_dir, recipe, tokenizer, metrics,
+                   lambda history, path: plot_losses(history, path, title=f"{recipe.method} on {recipe.model}"),
+                   f"train loss {metrics['train_loss_first']:.3f} -> {metrics['train_loss_last']:.3f}")
+        del trainer, model   # the training copy is freed before evaluation loads the run as users will
+        evaluate_after(run_dir, recipe)
     return run_dir
 
 

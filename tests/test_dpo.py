@@ -90,8 +90,9 @@ def test_no_usable_pairs_and_bad_keys_are_one_line_errors(tmp_path):
     from doctorkit.train import train
     with pytest.raises(DoctorKitError, match="run directory not found"):
         train(dpo_recipe(tmp_path, f"dpo.from_run={tmp_path / 'missing'}"))
-    from doctorkit.dpo import prepare_dpo_run_dir   # --resume with nothing to resume starts from step 0 (issue 19)
-    assert prepare_dpo_run_dir(tmp_path / "never-trained", resume=True, overwrite=False) is None
+    from doctorkit.stages import prepare_run_dir, release_run_dir  # --resume with nothing to resume: step 0 (issue 19)
+    assert prepare_run_dir(tmp_path / "never-trained", resume=True, overwrite=False, checkpoints=False) is None
+    release_run_dir(tmp_path / "never-trained")
 
 
 def test_bundled_sample_uses_every_layout():
@@ -175,7 +176,7 @@ def test_dpo_from_sft_run_raises_reward_accuracy_over_rounds(tmp_path, sft_run):
 def test_reference_is_the_sft_run_not_the_base(tmp_path, sft_run):
     from trl.trainer.utils import use_adapter
 
-    from doctorkit.dpo import build_trainer, resolve_from_run
+    from doctorkit.stages.dpo import build_trainer, resolve_from_run
     from doctorkit.rundir import load_run
     from doctorkit.tiny import build_tiny
 

@@ -42,7 +42,7 @@ def fit_advice(job) -> list:
 
 
 def export(recipe, run_dir: Path, out: Path, merged: bool) -> Path:
-    from doctorkit.methods.ptuning.export import export_prefix
+    from doctorkit.methods.ptuning.export_folder import export_prefix
 
     if merged:
         raise DoctorKitError(f"{run_dir}: a P-tuning v2 run cannot be exported --merged (its prefix adds "

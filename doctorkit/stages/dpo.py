@@ -25,12 +25,12 @@ from pathlib import Path
 
 import torch
 
+from doctorkit import atomic
 from doctorkit.errors import DoctorKitError
 from doctorkit.noise import log_to
-from doctorkit.rundir import ADAPTER, CHECKPOINTS, LOSS_PNG, METRICS, RECIPE, TB, TOKENIZER, write_metrics
-from doctorkit import atomic
-from doctorkit.rundir import (ADAPTER, CHECKPOINTS, LOCK, LOSS_PNG, METRICS, RECIPE, TB, TOKENIZER, RunLock,
-                              resumable_checkpoint, write_metrics)
+from doctorkit.rundir import ADAPTER, CHECKPOINTS, TB, TOKENIZER, resumable_checkpoint, write_metrics
+from doctorkit.stages import (collect_metrics, evaluate_after, finish_run, is_main_process, run_stage,
+                              shared_training_args)
 
 ROUNDS = "rounds"
 
@@ -64,8 +64,6 @@ def round_data_path(recipe, k: int) -> str | None:
 def dpo_args(recipe, run_dir: Path, k: int, has_eval: bool, dtype: torch.dtype):
     from trl import DPOConfig
 
-    from doctorkit.train import shared_training_args
-
     return DPOConfig(**shared_training_args(recipe, run_dir / CHECKPOINTS / f"round-{k}", has_eval, dtype),
                      beta=recipe.dpo.beta, loss_type=[recipe.dpo.loss_type])
 
@@ -92,8 +90,6 @@ def build_trainer(recipe, run_dir: Path, k: int, start_adapter: Path | None, dat
 
 
 def round_metrics(trainer, report, runtime: float, k: int, data_source: str) -> dict:
-    from doctorkit.train import collect_metrics
-
     metrics = collect_metrics(trainer, report, runtime, trainer.model)
     history = metrics["log_history"]
     for key, name in (("rewards/accuracies", "reward_accuracy"), ("rewards/margins", "reward_margin")):
@@ -168,70 +164,39 @@ def plot_dpo(history: list[dict], path: Path, title: str = "") -> None:
     plt.close(fig)
 
 
-def prepare_dpo_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    from doctorkit.train import is_main_process
-
-    if resume:  # with nothing finished and no whole checkpoint, each round simply starts from step 0
-        return
-    if not run_dir.exists() or not any(item.name != LOCK for item in run_dir.iterdir()):
-        return
-    if not overwrite:
-        raise DoctorKitError(f"{run_dir}: already holds a run; use --resume to continue it, --overwrite to "
-                             f"replace it, or --set output_dir=another/folder")
-    if is_main_process():
-        for item in run_dir.iterdir():  # everything but the lock this process holds
-            if item.name != LOCK:
-                shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
-
-
 def last_checkpoint(folder: Path) -> str | None:
     """The newest whole checkpoint; cut-off ones (a kill or a full disk during a save) are named and removed."""
     last, skipped = resumable_checkpoint(folder)
     for path, why in skipped:
-        if is_main_process_here():
+        if is_main_process():
             print(f"skipping incomplete checkpoint {path}: {why}")
             shutil.rmtree(path, ignore_errors=True)
     print(f"resuming from {last}" if last else f"{folder}: no complete checkpoint; this round starts from step 0")
     return last
 
 
-def is_main_process_here() -> bool:
-    from doctorkit.train import is_main_process
-    return is_main_process()
+def train(recipe, resume: bool = False, overwrite: bool = False) -> Path:
+    """The DPO stage: the SFT stage's run-directory lifecycle (doctorkit.stages.run_stage), rounds inside it.
+    --resume finds each round's own checkpoints, so the run directory's are not looked up."""
+    recipe = resolve_from_run(recipe)
+    return run_stage(recipe, resume, overwrite, lambda run_dir, _: _train_dpo(recipe, run_dir, resume),
+                     checkpoints=False, check_settings=False)
 
 
-def train_dpo(recipe, resume: bool = False, overwrite: bool = False) -> Path:
-    """Holds the run directory's lock (rank 0) around the whole DPO job, as doctorkit.train does for SFT."""
-    run_dir = Path(recipe.output_dir)
-    atomic.check_writable(run_dir, "output_dir")
-    lock = RunLock(run_dir) if is_main_process_here() else None
-    try:
-        with atomic.disk_errors(run_dir):
-            return _train_dpo(recipe, resume, overwrite)
-    finally:
-        if lock is not None:
-            lock.release()
-
-
-def _train_dpo(recipe, resume: bool, overwrite: bool) -> Path:
+def _train_dpo(recipe, run_dir: Path, resume: bool) -> Path:
     from transformers import AutoTokenizer, set_seed
 
     from doctorkit.data.preference import paths_of, prepare_preferences
     from doctorkit.methods import get_method, resolve_gradient_checkpointing
     from doctorkit.model import load_tokenizer
-    from doctorkit.recipe import save_recipe
     from doctorkit.rundir import read_metrics
-    from doctorkit.train import is_main_process
 
-    recipe = resolve_from_run(recipe)
     method = get_method("dpo")
     method.validate(recipe)
     resolve_gradient_checkpointing(recipe, method.base_method(recipe))  # unset: on for qlora, as for SFT
     if recipe.eval.data:  # a wrong eval file should fail now, not after training
         from doctorkit.evaluate import check_eval_config
         check_eval_config(recipe)
-    run_dir = Path(recipe.output_dir)
-    prepare_dpo_run_dir(run_dir, resume, overwrite)
     set_seed(recipe.seed)
     sft_dir = Path(recipe.dpo.from_run) if recipe.dpo.from_run else None
     if sft_dir and (sft_dir / TOKENIZER).is_dir():
@@ -274,17 +239,10 @@ def _train_dpo(recipe, resume: bool, overwrite: bool) -> Path:
         gc.collect()
 
     if is_main_process():
-        with atomic.folder(run_dir / TOKENIZER) as folder:
-            tokenizer.save_pretrained(folder)
         metrics = summarize(rounds)
-        write_metrics(run_dir, metrics)
-        plot_dpo(metrics["log_history"], run_dir / LOSS_PNG,
-                 title=f"DPO ({recipe.dpo.loss_type}, beta {recipe.dpo.beta}) on {recipe.dpo.from_run or recipe.model}")
-        save_recipe(recipe, run_dir / RECIPE)  # last: its presence marks a finished run (doctorkit.rundir)
-        print(f"run directory: {run_dir}  (DPO loss {metrics['train_loss_first']:.3f} -> {metrics['train_loss_last']:.3f}, "
-              f"reward accuracy {metrics['reward_accuracy_first']:.2f} -> {metrics['reward_accuracy_last']:.2f}; "
-              f"{METRICS}, {LOSS_PNG}, {ADAPTER}/)")
-        if recipe.eval.data:  # eval.* keys, as after SFT: score the run as users will load it
-            from doctorkit.evaluate import evaluate_after_training, format_summary
-            print(format_summary(evaluate_after_training(run_dir, recipe)))
+        title = f"DPO ({recipe.dpo.loss_type}, beta {recipe.dpo.beta}) on {recipe.dpo.from_run or recipe.model}"
+        finish_run(run_dir, recipe, tokenizer, metrics, lambda history, path: plot_dpo(history, path, title=title),
+                   f"DPO loss {metrics['train_loss_first']:.3f} -> {metrics['train_loss_last']:.3f}, reward accuracy "
+                   f"{metrics['reward_accuracy_first']:.2f} -> {metrics['reward_accuracy_last']:.2f}")
+        evaluate_after(run_dir, recipe)
     return run_dir
