@@ -1,15 +1,12 @@
 """How many tokens one epoch of the recipe's data is, and how long its rows are.
 
-Conversations come from doctorkit.data's readers when that package is installed, else from a small reader of
-our own for the same formats (messages / ShareGPT / Alpaca JSON or JSONL, CSV). Tokens are counted with the
+Conversations come from doctorkit.data's readers (the one reader of every training format). Tokens are counted with the
 real tokenizer when it loads offline (builtin:tiny, a local folder, a cached hub model), otherwise estimated
 from characters at the ratios below, plus a few template tokens per message.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import math
 import random
 from pathlib import Path
@@ -27,38 +24,6 @@ class DataTokens:
     how: str                 # how they were counted
 
 
-def _contents(record) -> list[str]:
-    if isinstance(record, dict):
-        if isinstance(record.get("messages"), list):
-            return [str(m.get("content", "")) for m in record["messages"] if isinstance(m, dict)]
-        if isinstance(record.get("conversations"), list):
-            return [str(m.get("value", "")) for m in record["conversations"] if isinstance(m, dict)]
-        keys = [k for k in ("instruction", "input", "output", "question", "answer") if k in record]
-        if keys:
-            return [str(record[k]) for k in keys if record[k]]
-        return [v for k, v in record.items() if isinstance(v, str) and k not in ("id", "topic", "source")]
-    return [str(record)]
-
-
-def _own_reader(path: Path, data_cfg) -> list[list[str]]:
-    text = path.read_text(encoding="utf-8" if data_cfg.encoding == "auto" else data_cfg.encoding, errors="replace")
-    if path.suffix == ".csv":
-        cols = data_cfg.columns
-        wanted = [c for c in (cols.system, cols.user, cols.assistant) if c]
-        return [[row.get(c) or "" for c in wanted] for row in csv.DictReader(text.splitlines())]
-    if path.suffix == ".json":
-        records = json.loads(text)
-        return [_contents(r) for r in (records if isinstance(records, list) else [records])]
-    out = []
-    for line in text.splitlines():
-        if line.strip():
-            try:
-                out.append(_contents(json.loads(line)))
-            except ValueError:
-                continue  # malformed lines are skipped, as data.on_error: skip does
-    return out
-
-
 def read_samples(recipe) -> list[list[str]]:
     """Message texts of each training conversation (validation share and max_samples applied)."""
     paths = [recipe.data.path] if isinstance(recipe.data.path, str) else list(recipe.data.path)
@@ -66,11 +31,9 @@ def read_samples(recipe) -> list[list[str]]:
     if missing:
         raise DoctorKitError(f"data.path: {missing[0]} not found (give --tokens-per-sample with --samples to "
                              f"estimate without the data)")
-    try:
-        from doctorkit.data import read_conversations   # the project's readers, once installed
-        samples = [[m.get("content", "") for m in conv] for conv in read_conversations(recipe.data, paths)]
-    except ImportError:
-        samples = [texts for p in paths for texts in _own_reader(Path(p), recipe.data)]
+    from doctorkit.data import read_conversations
+
+    samples = [[m.get("content", "") for m in conv] for conv in read_conversations(recipe.data, paths)]
     if recipe.data.max_samples:
         samples = samples[: recipe.data.max_samples]
     if recipe.data.val_ratio > 0 and not recipe.data.val_path:
