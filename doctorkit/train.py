@@ -111,9 +111,11 @@ def trainer_args(recipe, run_dir: Path, has_eval: bool, dtype: torch.dtype):
 PLAIN_LOSS_ON_CPU = True
 
 
-def make_trainer(**kwargs):
+def make_trainer(packing_layout: str | None = None, **kwargs):
     from transformers import Trainer
     from trl import SFTTrainer
+
+    from doctorkit.packing import PackedRowsCollator
 
     class DoctorKitSFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -125,7 +127,10 @@ def make_trainer(**kwargs):
             self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
             return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
 
-    return DoctorKitSFTTrainer(**kwargs)
+    trainer = DoctorKitSFTTrainer(**kwargs)
+    if packing_layout == "rows":  # TRL only offers its flattening collator with bfd packing (doctorkit/packing.py)
+        trainer.data_collator = PackedRowsCollator(trainer.processing_class.pad_token_id)
+    return trainer
 
 
 def peak_memory_bytes() -> int:
@@ -167,6 +172,7 @@ def collect_metrics(trainer, report, runtime_s: float, model) -> dict:
 def train(recipe, resume: bool = False, overwrite: bool = False) -> Path:
     from transformers import set_seed
 
+    from doctorkit import packing
     from doctorkit.data import prepare
     from doctorkit.methods import get_method, resolve_gradient_checkpointing
     from doctorkit.model import load_model_and_tokenizer
@@ -192,8 +198,11 @@ def train(recipe, resume: bool = False, overwrite: bool = False) -> Path:
         print(data.report.summary())
 
     model = method.wrap(model, recipe)
+    layout = packing.configure(recipe, model)
+    if layout and is_main_process():
+        print(packing.describe(layout, model))
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / TB)
-    trainer = make_trainer(model=model, args=trainer_args(recipe, run_dir, data.eval is not None, model.dtype),
+    trainer = make_trainer(packing_layout=layout, model=model, args=trainer_args(recipe, run_dir, data.eval is not None, model.dtype),
                            train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer)
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=checkpoint)
