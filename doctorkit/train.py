@@ -115,9 +115,17 @@ def make_trainer(packing_layout: str | None = None, **kwargs):
     from transformers import Trainer
     from trl import SFTTrainer
 
+    from doctorkit.batching import ShuffledLengthGroups
     from doctorkit.packing import PackedRowsCollator
 
     class DoctorKitSFTTrainer(SFTTrainer):
+        def _get_train_sampler(self, train_dataset=None):
+            if self.args.train_sampling_strategy != "group_by_length":
+                return super()._get_train_sampler(train_dataset)
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            # length groups in random order, not transformers' longest-first mega-batches (doctorkit/batching.py)
+            return ShuffledLengthGroups([len(ids) for ids in dataset["input_ids"]], self.args.train_batch_size)
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if not (PLAIN_LOSS_ON_CPU and self.args.use_cpu and model.training):
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)

@@ -135,3 +135,26 @@ def test_varlen_refuses_eager():
     from doctorkit.errors import DoctorKitError
     with pytest.raises(DoctorKitError, match="packing_layout"):
         packing.resolve("varlen", "eager", on_cuda=False)
+
+
+def test_length_groups_come_in_random_order():
+    from doctorkit.batching import ShuffledLengthGroups
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.randint(5, 500, (400,), generator=gen).tolist()
+    torch.manual_seed(0)
+    order = list(ShuffledLengthGroups(lengths, batch_size=8))
+    assert sorted(order) == list(range(400))  # every sample once
+    batches = [order[i:i + 8] for i in range(0, 400, 8)]
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches) / len(batches)
+    random_spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b)
+                        for b in (list(range(j, j + 8)) for j in range(0, 400, 8))) / 50
+    assert spread < random_spread / 5  # grouped: ~9 tokens apart vs ~380 for random batches of 8 out of 5..500
+    # the groups' order is random: the next batch is longer about half the time (49 pairs: sd ~0.07), where
+    # transformers' sorted mega-batches descend almost always
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
+    def share_rising(order):
+        maxima = [max(lengths[i] for i in order[j:j + 8]) for j in range(0, 400, 8)]
+        return sum(b > a for a, b in zip(maxima, maxima[1:])) / (len(maxima) - 1)
+    assert 0.3 < share_rising(order) < 0.7
+    assert share_rising(get_length_grouped_indices(lengths, 8, generator=gen)) < 0.15
