@@ -143,15 +143,12 @@ class PackedRowsCollator:
         return {"input_ids": torch.stack(ids), "labels": torch.stack(labels), "position_ids": torch.stack(positions)}
 
 
-def attention_work(layout: str | None, attention: str, lengths: list[int], row_tokens: int) -> float:
-    """Relative attention work (query x key positions) of one packed or unpacked batch, for doctorkit.cost.
+def attention_keys_per_token(layout: str, lengths: list[int], row_tokens: int) -> float:
+    """Keys each trained token's query meets, on average, in a packed batch (doctorkit.cost's attention term).
 
-    lengths: the documents; row_tokens: train.max_seq_len. varlen costs sum(len^2)/2 (causal); rows with a
-    dense mask compute every row's full square; packing flattened into dense attention (TRL's default, kept
-    here only to say what it would cost) computes the whole batch's square.
+    varlen attends within each document, causally: sum(len^2) / sum(len) / 2. rows run a dense kernel with a
+    block mask over each whole row (masked scores are still computed): row_tokens per token.
     """
-    docs = sum(n * n for n in lengths) / 2
-    if layout in (None, "varlen"):
-        return docs
-    rows = max(1, -(-sum(lengths) // row_tokens))
-    return rows * row_tokens * row_tokens / 2 if layout == "rows" else sum(lengths) ** 2 / 2
+    if layout == "rows":
+        return float(row_tokens)
+    return sum(n * n for n in lengths) / max(1, sum(lengths)) / 2
