@@ -131,10 +131,20 @@ def test_rows_collator_positions_and_labels():
     assert batch["labels"].tolist() == [[-100, 6, 7, -100, 9], [-100, 3, -100, -100, -100]]
 
 
-def test_varlen_refuses_eager():
+def test_layout_choice_and_its_attention_cost():
     from doctorkit.errors import DoctorKitError
+    by_doc = packing.SDPA_BY_DOCUMENT
+    assert packing.resolve("auto", "sdpa", on_cuda=False) == ("varlen", by_doc)
+    assert packing.resolve("auto", "sdpa", on_cuda=True) == ("rows", "sdpa")
+    assert packing.resolve("auto", "flash_attention_2", on_cuda=True) == ("varlen", "flash_attention_2")
+    assert packing.resolve("auto", "flex_attention", on_cuda=True) == ("varlen", "flex_attention")
+    assert packing.resolve("auto", "eager", on_cuda=False) == ("rows", "eager")
+    assert packing.resolve("varlen", "sdpa", on_cuda=True) == ("varlen", by_doc)
     with pytest.raises(DoctorKitError, match="packing_layout"):
         packing.resolve("varlen", "eager", on_cuda=False)
+    # documents of 100, 300 and 100 tokens in 512-token rows: per document 1/2 x (100^2 + 300^2 + 100^2) / 500
+    assert packing.attention_keys_per_token("varlen", [100, 300, 100], 512) == 110.0
+    assert packing.attention_keys_per_token("rows", [100, 300, 100], 512) == 512.0
 
 
 def test_length_groups_come_in_random_order():
