@@ -128,7 +128,13 @@ def make_trainer(packing_layout: str | None = None, **kwargs):
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if not (PLAIN_LOSS_ON_CPU and self.args.use_cpu and model.training):
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+                rows = inputs["input_ids"].shape[0] if "attention_mask" not in inputs else 1
+                result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+                if model.training and rows > 1:  # TRL counts one row of a mask-free batch (packing_layout rows)
+                    others = torch.tensor(inputs["input_ids"][1:].numel(), device=inputs["input_ids"].device)
+                    self._total_train_tokens += self.accelerator.gather_for_metrics(others).sum().item()
+                    self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
+                return result
             inputs["use_cache"] = False  # a cache would turn off packed-sequence isolation (tests/test_packing.py)
             mask = inputs.get("attention_mask")  # padding-free batches have none: every position is a token
             self._total_train_tokens += int(mask.sum()) if mask is not None else inputs["input_ids"].numel()

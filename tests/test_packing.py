@@ -100,6 +100,7 @@ def test_packed_loss_equals_separate_samples(tmp_path, monkeypatch, attn, layout
         alone = separate_token_losses(model, rows)
         batch = {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in batch.items()}
         packed_mean = trainer.compute_loss(model, dict(batch)).item()
+        assert trainer._total_train_tokens == batch["input_ids"].numel()  # num_tokens counts every row
         model.eval()
         labels = batch.pop("labels")
         per_token = packed_token_losses(model(**batch, use_cache=False).logits, labels)
