@@ -17,7 +17,7 @@ one of two layouts, `data.packing_layout`:
 
 `auto` picks varlen when the attention has a varlen form and rows otherwise (eager; and sdpa on CUDA,
 where one kernel launch per document and layer costs more than the masked rows save). The run log says
-which layout and attention a run got; doctorkit.cost asks `attention_work` what it costs.
+which layout and attention a run got; doctorkit.cost asks `attention_keys_per_token` what it costs.
 """
 from __future__ import annotations
 
@@ -27,7 +27,6 @@ import torch
 
 SDPA_BY_DOCUMENT = "doctorkit_sdpa_by_document"   # registered with transformers' AttentionInterface
 VARLEN_KERNELS = ("flash_attention_2", "flash_attention_3", "flex_attention")  # take per-document lengths
-LAYOUTS = ("auto", "varlen", "rows")
 
 
 def sdpa_by_document(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
