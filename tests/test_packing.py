@@ -169,3 +169,20 @@ def test_length_groups_come_in_random_order():
         return sum(b > a for a, b in zip(maxima, maxima[1:])) / (len(maxima) - 1)
     assert 0.3 < share_rising(order) < 0.7
     assert share_rising(get_length_grouped_indices(lengths, 8, generator=gen)) < 0.15
+
+
+def test_cost_knows_the_layout_a_gpu_run_gets(capsys):
+    import json
+
+    from doctorkit.cost import main
+
+    def estimate(*sets):
+        assert main(["recipes/quickstart.yaml", "--set", "model=qwen2.5-7b", "--set", "data.packing=true",
+                     "--set", "train.max_seq_len=2048", *sets, "--json"]) == 0
+        r = json.loads(capsys.readouterr().out)
+        return r["flops_per_token"], next(a for a in r["assumptions"] if a.startswith("packing on a GPU"))
+    rows, rows_note = estimate()  # attn_implementation auto -> sdpa -> rows on a GPU
+    varlen, varlen_note = estimate("--set", "attn_implementation=flash_attention_2")
+    assert "rows with sdpa" in rows_note and "varlen with flash_attention_2" in varlen_note
+    # the short quickstart samples in 2048-token rows: a dense row's attention dwarfs the documents' own
+    assert varlen < rows
