@@ -3,7 +3,7 @@
 transformers' LengthGroupedSampler cuts a random permutation into mega-batches of 50 batches and sorts each
 mega-batch by length, longest first. The batches it yields are of similar lengths (little padding), but
 their ORDER is not random: within every mega-batch the model sees long samples first and short ones last,
-so the loss curve saws with the lengths and every step's gradient is biased to one length band. Here the
+so the lengths the model meets drift from long to short inside every mega-batch instead of varying at random. Here the
 batches are built the same way and then shuffled as whole batches: as little padding, and the order of
 lengths is random from step to step, like a random sampler's (bench/results/group-order-loss.png).
 """
