@@ -2,10 +2,10 @@
 
 transformers' LengthGroupedSampler cuts a random permutation into mega-batches of 50 batches and sorts each
 mega-batch by length, longest first. The batches it yields are of similar lengths (little padding), but
-their ORDER is not random: within every mega-batch the model sees long samples first and short ones last,
-so the lengths the model meets drift from long to short inside every mega-batch instead of varying at random. Here the
-batches are built the same way and then shuffled as whole batches: as little padding, and the order of
-lengths is random from step to step, like a random sampler's (bench/results/group-order-loss.png).
+their ORDER is not random: within every mega-batch the model sees long samples first and short ones last.
+Here the batches are built the same way and then shuffled as whole batches: as little padding, and the
+lengths vary at random from step to step, like a random sampler's. Loss curves of the three orders:
+bench/results/group-order-small-llama.png (python -m bench.group_order).
 """
 from __future__ import annotations
 
