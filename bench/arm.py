@@ -36,6 +36,13 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def padded_tails(trainer, ids: torch.Tensor) -> int:
+    if ids.shape[0] == 1 or trainer.processing_class is None:
+        return 0
+    is_pad = (ids == trainer.processing_class.pad_token_id).flip(-1).int()
+    return int(is_pad.cumprod(-1).sum())  # pad tokens from each row's end back to its last real token
+
+
 def install_hooks() -> None:
     """Count what each arm really computes; time only `Trainer.train` (no model loading, no saving)."""
     original_step, original_train = transformers.Trainer.training_step, transformers.Trainer.train
@@ -45,8 +52,9 @@ def install_hooks() -> None:
         ids = inputs["input_ids"]
         COUNTS["positions"] += ids.numel()
         mask = inputs.get("attention_mask")
-        # padding-free batches carry no attention mask: every position is a real token
-        COUNTS["tokens"] += int(mask.sum()) if mask is not None else ids.numel()
+        # padding-free batches carry no attention mask: every position is a real token, except the padded
+        # tails of packed rows (data.packing_layout rows), which are runs of the pad token at a row's end
+        COUNTS["tokens"] += int(mask.sum()) if mask is not None else ids.numel() - padded_tails(self, ids)
         COUNTS["supervised_tokens"] += int((inputs["labels"][:, 1:] != -100).sum())  # next-token targets
         COUNTS["steps"] += 1
         return original_step(self, model, inputs, *args, **kwargs)

@@ -36,7 +36,13 @@ RESULTS = Path(__file__).parent / "results"
 # "rows" means train.batch_size becomes the number of packed rows holding about as many tokens as the
 # baseline's batch, so both arms take optimizer steps of the same size.
 VARIANTS = {
-    "packing": {"set": {"data.packing": True}, "rows": True},
+    "packing": {"set": {"data.packing": True}, "rows": True},  # data.packing_layout auto (doctorkit/packing.py)
+    "packing-varlen": {"set": {"data.packing": True, "data.packing_layout": "varlen"}, "rows": True},
+    "packing-rows": {"set": {"data.packing": True, "data.packing_layout": "rows"}, "rows": True},
+    "packing-rows-eager": {"set": {"data.packing": True, "data.packing_layout": "rows", "attn_implementation": "eager"},
+                           "rows": True},
+    "packing-flex": {"set": {"data.packing": True, "attn_implementation": "flex_attention"}, "rows": True},  # GPU
+    "packing-flash": {"set": {"data.packing": True, "attn_implementation": "flash_attention_2"}, "rows": True},  # GPU
     "group_by_length": {"set": {"data.packing": False, "data.group_by_length": True}},
     "padding": {"set": {"data.packing": False, "data.group_by_length": False}},  # ours with baseline's batching
     "packing-eager": {"set": {"data.packing": True, "attn_implementation": "eager"}, "rows": True},

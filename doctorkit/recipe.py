@@ -58,6 +58,7 @@ class DataConfig(Section):
     overlong: Literal["truncate", "skip"] = "truncate"  # sample longer than train.max_seq_len
     train_on: Literal["all_turns", "last_turn"] = "all_turns"  # which assistant turns carry loss
     packing: bool = False            # pack samples into max_seq_len rows, padding-free (faster)
+    packing_layout: Literal["auto", "varlen", "rows"] = "auto"  # packed batch: one sequence + per-document attention, or separate rows with a block mask each (doctorkit/packing.py)
     group_by_length: bool = True     # without packing: batch similar lengths to cut padding
     knowledge: Optional[str] = None  # knowledge-base JSONL: ground prompts as chat and demo do
     knowledge_top_k: int = Field(3, ge=1)        # at most this many knowledge entries per conversation
@@ -136,7 +137,7 @@ class Recipe(Section):
     output_dir: str = "runs/run"
     seed: int = Field(42, ge=0)
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"   # auto: bf16 if supported, fp16, fp32 on CPU
-    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2", "flex_attention"] = "auto"
     gradient_checkpointing: Optional[bool] = None  # recompute activations to save memory; unset: the method decides (on for qlora)
     trust_remote_code: bool = False  # only for models that ship their own code (ChatGLM3 and older)
     data: DataConfig = Field(default_factory=DataConfig)

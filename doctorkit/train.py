@@ -24,6 +24,7 @@ from doctorkit.rundir import ADAPTER, CHECKPOINTS, TB
 from doctorkit.stages import (STAGES, STARTED_RECIPE, collect_metrics, evaluate_after, finish_run,  # noqa: F401
                               is_main_process, prepare_run_dir, release_run_dir, run_stage, shared_training_args)
 
+
 def parse_args(argv):
     parser = recipe_arguments(argparse.ArgumentParser(prog="python -m doctorkit.train", description=__doc__.splitlines()[0]))
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
@@ -50,21 +51,40 @@ def trainer_args(recipe, run_dir: Path, has_eval: bool, dtype: torch.dtype):
 PLAIN_LOSS_ON_CPU = True
 
 
-def make_trainer(**kwargs):
+def make_trainer(packing_layout: str | None = None, **kwargs):
     from transformers import Trainer
     from trl import SFTTrainer
 
+    from doctorkit.batching import ShuffledLengthGroups
+    from doctorkit.packing import PackedRowsCollator
+
     class DoctorKitSFTTrainer(SFTTrainer):
+        def _get_train_sampler(self, train_dataset=None):
+            if self.args.train_sampling_strategy != "group_by_length":
+                return super()._get_train_sampler(train_dataset)
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            # length groups in random order, not transformers' longest-first mega-batches (doctorkit/batching.py)
+            return ShuffledLengthGroups([len(ids) for ids in dataset["input_ids"]], self.args.train_batch_size)
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if not (PLAIN_LOSS_ON_CPU and self.args.use_cpu and model.training):
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+                rows = inputs["input_ids"].shape[0] if "attention_mask" not in inputs else 1
+                result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+                if model.training and rows > 1:  # TRL counts one row of a mask-free batch (packing_layout rows)
+                    others = torch.tensor(inputs["input_ids"][1:].numel(), device=inputs["input_ids"].device)
+                    self._total_train_tokens += self.accelerator.gather_for_metrics(others).sum().item()
+                    self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
+                return result
             inputs["use_cache"] = False  # a cache would turn off packed-sequence isolation (tests/test_packing.py)
             mask = inputs.get("attention_mask")  # padding-free batches have none: every position is a token
             self._total_train_tokens += int(mask.sum()) if mask is not None else inputs["input_ids"].numel()
             self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
             return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
 
-    return DoctorKitSFTTrainer(**kwargs)
+    trainer = DoctorKitSFTTrainer(**kwargs)
+    if packing_layout == "rows":  # TRL only offers its flattening collator with bfd packing (doctorkit/packing.py)
+        trainer.data_collator = PackedRowsCollator(trainer.processing_class.pad_token_id)
+    return trainer
 
 
 def train(recipe, resume: bool = False, overwrite: bool = False) -> Path:
@@ -80,6 +100,7 @@ def train(recipe, resume: bool = False, overwrite: bool = False) -> Path:
 def _train(recipe, run_dir: Path, checkpoint: str | None) -> Path:
     from transformers import set_seed
 
+    from doctorkit import packing
     from doctorkit.data import prepare
     from doctorkit.methods import get_method, resolve_gradient_checkpointing
     from doctorkit.model import load_model_and_tokenizer
@@ -104,8 +125,11 @@ def _train(recipe, run_dir: Path, checkpoint: str | None) -> Path:
         log_to(run_dir)   # library messages so far and from now on: RUN/library.log (doctorkit.noise)
 
     model = method.wrap(model, recipe)
+    layout = packing.configure(recipe, model)
+    if layout and is_main_process():
+        print(packing.describe(layout, model))
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / TB)
-    trainer = make_trainer(model=model, args=trainer_args(recipe, run_dir, data.eval is not None, model.dtype),
+    trainer = make_trainer(packing_layout=layout, model=model, args=trainer_args(recipe, run_dir, data.eval is not None, model.dtype),
                            train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer)
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=checkpoint)

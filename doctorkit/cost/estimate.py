@@ -10,7 +10,9 @@ from doctorkit.cost.memory import breakdown, peak_bytes, trainable_params
 from doctorkit.cost.shapes import resolve_shape
 from doctorkit.cost.speed import efficiency, flops_per_token
 from doctorkit.cost.tokens import data_tokens, epoch_tokens
+from doctorkit.errors import DoctorKitError
 from doctorkit.methods import get_method
+from doctorkit.packing import attention_keys_per_token, resolve
 
 GiB = 1024 ** 3
 MAX_BATCH = 4096
@@ -55,6 +57,16 @@ def what_would_fit(job: Job, memory_bytes: int) -> list[str]:
     return advice
 
 
+def packed_layout(recipe, job: Job) -> str | None:
+    """The layout a packed recipe gets on a GPU (None: not packing); its errors are train's to report."""
+    if not recipe.data.packing:
+        return None
+    try:
+        return resolve(recipe.data.packing_layout, job.attention, on_cuda=True)[0]
+    except DoctorKitError:  # e.g. varlen asked with eager: training refuses it; estimate the rows it could run
+        return "rows"
+
+
 def _data_tokens(recipe, args):
     """(lengths, how they were counted, samples in the data, whether lengths were measured)."""
     if args.tokens_per_sample:
@@ -87,6 +99,9 @@ def estimate(recipe, args) -> dict:
         tokens = per_epoch * t.epochs
         schedule = f"{t.epochs:g} epoch(s) of {samples:,} samples"
     tokens = round(tokens)
+    layout = packed_layout(recipe, job)
+    if layout:  # what attention costs depends on how packed rows reach it (doctorkit/packing.py)
+        row_len = 2 * attention_keys_per_token(layout, [min(n, t.max_seq_len) for n in lengths], t.max_seq_len)
     fpt = flops_per_token(job, row_len)
     flops = fpt * tokens
 
@@ -123,6 +138,10 @@ def estimate(recipe, args) -> dict:
         f"gradient checkpointing {'on' if job.checkpointing else 'off'}"
         + (" (prepare_model_for_kbit_training turns it on for QLoRA)" if job.forced_checkpointing else "")
         + f"; {job.attention} attention" + (" stores seq x seq scores" if job.attention == "eager" else " stores no scores"),
+        *([f"packing on a GPU: data.packing_layout {layout} with {job.attention}: "
+           + ("attention per document (varlen), the packed batch flattened" if layout == "varlen" else
+              f"separate rows, every token attends over its whole {t.max_seq_len}-token row (block mask)")]
+          if layout else []),
         "loss: " + {"fused": "TRL's fused LM head (no full logits)",
                     "full": "full logits + fp32 copies for the loss"}.get(job.stack.loss_head, job.stack.loss_head),
         f"CUDA context {job.stack.cuda_context_bytes / GiB:.1f} GiB; allocator slack "

@@ -47,12 +47,15 @@ def undecodable(text: str) -> BadRecord | None:
 
 
 def _damaged(raw: bytes, encoding: str) -> str | None:
-    """The text with its few bad bytes kept for per-line skipping, or None when too many lines are bad
-    (then the file is in another encoding, which is one error for the whole file)."""
+    """The text with its few bad bytes kept for per-line skipping, or None when the file is in another
+    encoding (one error for the whole file, or the next guess). A damaged file has few bad lines AND some
+    non-ASCII lines that decode well: in a file of another encoding (a GB18030 CSV read as UTF-8) nearly every
+    non-ASCII line is bad, even when that is a single line of a tiny file."""
     text = raw.decode(encoding, errors="surrogateescape")
     lines = text.splitlines()
     bad = sum(1 for line in lines if UNDECODABLE.search(line))
-    return text if bad <= max(1, MOSTLY_UTF8 * len(lines)) else None
+    good_non_ascii = sum(1 for line in lines if not line.isascii() and not UNDECODABLE.search(line))
+    return text if good_non_ascii and bad <= max(1, MOSTLY_UTF8 * len(lines)) else None
 
 
 def read_text(path: Path, encoding: str = "auto") -> str:
