@@ -125,7 +125,7 @@ class DpoConfig(Section):
 
 class EvalConfig(Section):
     data: Optional[str] = None       # evaluate after training on this file
-    task: Literal["dialog", "mcq"] = "dialog"
+    task: str = "dialog"             # any task in doctorkit/evaluate/tasks/ (checked before training: get_task)
     max_samples: Optional[int] = Field(200, ge=1)
     max_new_tokens: int = Field(256, ge=1)
     base: bool = False               # also evaluate the base model and print the difference

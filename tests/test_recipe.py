@@ -1,4 +1,6 @@
 """Recipe validation: every mistake is one line naming the file and the key, with a hint."""
+from pathlib import Path
+
 import pytest
 
 from doctorkit.errors import DoctorKitError
@@ -81,3 +83,14 @@ def test_every_recipe_key_is_documented():
 
     missing = [k for k in keys(dump_defaults()) if f"`{k}`" not in doc]
     assert not missing, f"undocumented recipe keys: {missing}"
+
+
+def test_eval_task_is_any_task_file_and_an_unknown_one_stops_before_training():
+    from doctorkit.evaluate import available_tasks, check_eval_config
+
+    quick = Path(__file__).resolve().parent.parent / "recipes" / "quickstart.yaml"
+    for task in available_tasks():   # every task file, not a fixed list in the schema
+        assert load_recipe(quick, [f"eval.task={task}"]).eval.task == task
+    recipe = load_recipe(quick, ["eval.task=nosuch", "eval.data=data/eval_dialog_zh.jsonl"])
+    with pytest.raises(DoctorKitError, match=r"unknown evaluation task 'nosuch' \(available: .*dialog.*mcq"):
+        check_eval_config(recipe)
