@@ -44,8 +44,8 @@ VARIANTS = {
     "packing-8bit-adam": {"set": {"data.packing": True, "train.optimizer": "adamw_8bit"}, "rows": True},
     "packing-checkpointing": {"set": {"data.packing": True, "gradient_checkpointing": True}, "rows": True},
     "packing-compile": {"set": {"data.packing": True}, "rows": True, "trainer_extra": {"torch_compile": True}},
-    # TRL's fused LM head instead of the model's own loss on CPU (doctorkit.train.PLAIN_LOSS_ON_CPU)
-    "packing-trl-head": {"set": {"data.packing": True}, "rows": True, "train_flags": {"PLAIN_LOSS_ON_CPU": False}},
+    # the model's own loss (full logits) instead of the chunked cross-entropy (train.loss: lean, doctorkit/loss.py)
+    "packing-full-loss": {"set": {"data.packing": True, "train.loss": "full"}, "rows": True},
 }
 
 

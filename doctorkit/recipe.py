@@ -61,12 +61,14 @@ class TrainConfig(Section):
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    optimizer: str = "adamw_torch"   # adamw_torch | adamw_8bit | paged_adamw_8bit | paged_adamw_32bit
+    optimizer: str = "auto"          # auto: the method's (paged_adamw_8bit for qlora, else adamw_torch) | adamw_torch | adamw_8bit | ...
     logging_steps: int = 10
     save_steps: int = 200            # checkpoint every N steps (resume with --resume)
     save_total_limit: int = 2        # keep the newest N checkpoints
     eval_steps: Optional[int] = None  # evaluate every N steps (default: at the end only)
     num_workers: int = 0             # dataloader worker processes
+    loss: Literal["lean", "full"] = "lean"  # lean: no full [tokens, vocab] fp32 logits (TRL fused head on GPU, chunked CE on CPU)
+    upcast_fp32: bool = False        # true: embeddings, lm_head and norms in fp32, as peft's prepare_model_for_kbit_training
 
 
 class LoraConfig(Section):

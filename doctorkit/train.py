@@ -69,6 +69,8 @@ def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> str | None:
 
 def shared_training_args(recipe, output_dir: Path, has_eval: bool, dtype: torch.dtype) -> dict:
     """TrainingArguments every stage (SFT, DPO) takes from the recipe's train section, in one place."""
+    from doctorkit.methods import resolve_optimizer
+
     t = recipe.train
     on_gpu = torch.cuda.is_available()
     return dict(
@@ -77,7 +79,7 @@ def shared_training_args(recipe, output_dir: Path, has_eval: bool, dtype: torch.
         per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size,
         gradient_accumulation_steps=t.grad_accum,
         learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler, warmup_steps=t.warmup_ratio,
-        weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, optim=t.optimizer,
+        weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, optim=resolve_optimizer(recipe),
         logging_steps=t.logging_steps, logging_first_step=True,
         save_strategy="steps", save_steps=t.save_steps, save_total_limit=t.save_total_limit,
         eval_strategy=("steps" if t.eval_steps else "no") if has_eval else "no", eval_steps=t.eval_steps,
@@ -104,26 +106,34 @@ def trainer_args(recipe, run_dir: Path, has_eval: bool, dtype: torch.dtype):
     )
 
 
-# On a CPU, TRL's fused LM head falls back to a torch loop that scores every position and also computes
-# entropy and top-1 over the whole vocabulary: with it, packed training of builtin:tiny ran 1.7x slower
-# than with the model's own cross-entropy (bench/results/cpu-switches-tiny.json). On GPUs (Triton) it scores only supervised positions without
-# materializing the logits, which is what saves memory on 150k-token vocabularies, so it stays on.
-PLAIN_LOSS_ON_CPU = True
+# train.loss: lean (default) never builds the full [tokens, vocab] fp32 logits. On GPUs that is TRL's fused LM head
+# (Triton: scores only supervised positions, in tiles). On a CPU TRL's fallback is a torch loop that also computes
+# entropy and top-1 over the whole vocabulary (1.7x slower than the plain loss on builtin:tiny,
+# bench/results/cpu-switches-tiny.json), so there our chunked cross-entropy runs instead (doctorkit/loss.py).
+# full: the model's own loss (logits, their fp32 copy and gradient: ~7 GB at 4096 tokens x 152k vocabulary).
 
 
-def make_trainer(**kwargs):
+def make_trainer(loss: str = "lean", **kwargs):
     from transformers import Trainer
     from trl import SFTTrainer
 
+    from doctorkit.loss import lean_causal_lm_loss
+
     class DoctorKitSFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if not (PLAIN_LOSS_ON_CPU and self.args.use_cpu and model.training):
+            fused_kernel = loss == "lean" and not self.args.use_cpu
+            if fused_kernel or not model.training:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             inputs["use_cache"] = False  # a cache would turn off packed-sequence isolation (tests/test_packing.py)
             mask = inputs.get("attention_mask")  # padding-free batches have none: every position is a token
             self._total_train_tokens += int(mask.sum()) if mask is not None else inputs["input_ids"].numel()
             self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
-            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+            if loss == "full":
+                return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+            value = lean_causal_lm_loss(model, inputs, num_items_in_batch)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                value = value * self.accelerator.num_processes  # as Trainer.compute_loss: items counted on all ranks
+            return value
 
     return DoctorKitSFTTrainer(**kwargs)
 
@@ -193,7 +203,7 @@ def train(recipe, resume: bool = False, overwrite: bool = False) -> Path:
 
     model = method.wrap(model, recipe)
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / TB)
-    trainer = make_trainer(model=model, args=trainer_args(recipe, run_dir, data.eval is not None, model.dtype),
+    trainer = make_trainer(loss=recipe.train.loss, model=model, args=trainer_args(recipe, run_dir, data.eval is not None, model.dtype),
                            train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer)
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=checkpoint)

@@ -38,7 +38,7 @@ def separate_token_losses(model, rows) -> torch.Tensor:
     return torch.cat(out)
 
 
-def packed_trainer(tmp_path, attn: str):
+def packed_trainer(tmp_path, attn: str, loss: str = "lean"):
     recipe = Recipe.model_validate({
         "model": "builtin:tiny", "attn_implementation": attn, "output_dir": str(tmp_path),
         "data": {"packing": True}, "train": {"max_seq_len": 64, "batch_size": 1, "max_steps": 1},
@@ -48,16 +48,15 @@ def packed_trainer(tmp_path, attn: str):
     rows = samples(len(tokenizer))
     args = dk_train.trainer_args(recipe, tmp_path, False, model.dtype)
     args.report_to = []
-    trainer = dk_train.make_trainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
+    trainer = dk_train.make_trainer(loss=loss, model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
                                     processing_class=tokenizer)
     return trainer, model, rows
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-@pytest.mark.parametrize("plain_loss", [True, False])
-def test_packed_loss_equals_separate_samples(tmp_path, monkeypatch, attn, plain_loss):
-    monkeypatch.setattr(dk_train, "PLAIN_LOSS_ON_CPU", plain_loss)  # ours on CPU, and TRL's fused head
-    trainer, model, rows = packed_trainer(tmp_path, attn)
+@pytest.mark.parametrize("loss", ["lean", "full"])
+def test_packed_loss_equals_separate_samples(tmp_path, attn, loss):
+    trainer, model, rows = packed_trainer(tmp_path, attn, loss)  # chunked CE on CPU, and the model's own loss
     batch = next(iter(trainer.get_train_dataloader()))
     # all four samples fit one 64-token row: one row, positions restarting at every sample, nothing padded
     assert batch["input_ids"].shape == (1, sum(LENGTHS))

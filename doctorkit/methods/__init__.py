@@ -5,6 +5,7 @@
     wrap(model, recipe)              -> trainable model (base frozen)
     load(base_model, run_dir)        -> model with the trained parameters loaded back, for inference
     GRADIENT_CHECKPOINTING (optional) -> default when the recipe leaves gradient_checkpointing unset
+    OPTIMIZER (optional)             -> default when train.optimizer is auto (adamw_torch if absent)
 
 Adding a method means adding one module here and one line to METHODS.
 """
@@ -33,3 +34,10 @@ def resolve_gradient_checkpointing(recipe, method) -> bool:
     if recipe.gradient_checkpointing is None:
         recipe.gradient_checkpointing = getattr(method, "GRADIENT_CHECKPOINTING", False)
     return recipe.gradient_checkpointing
+
+
+def resolve_optimizer(recipe) -> str:
+    """train.optimizer, or when it says auto the method's OPTIMIZER (adamw_torch for a method that names none)."""
+    if recipe.train.optimizer != "auto":
+        return recipe.train.optimizer
+    return getattr(get_method(recipe.method), "OPTIMIZER", "adamw_torch")
