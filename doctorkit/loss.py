@@ -32,24 +32,29 @@ def causal_lm_of(model):
 
 
 def _chunk_loss_sum(head: torch.nn.Module, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    # same arithmetic as transformers' ForCausalLMLoss: logits in the model dtype, upcast to fp32 for the CE
-    return F.cross_entropy(head(hidden).float(), labels, reduction="sum")
+    # same arithmetic as transformers' ForCausalLMLoss: logits in the model dtype, upcast to fp32 for the CE.
+    # The head's weight is used directly rather than calling the module once per chunk (module hooks, e.g.
+    # MemTracker's in bench/simulate.py, expect one call per step).
+    return F.cross_entropy(F.linear(hidden, head.weight, head.bias).float(), labels, ignore_index=IGNORE, reduction="sum")
 
 
 def chunked_cross_entropy(hidden: torch.Tensor, head: torch.nn.Module, labels: torch.Tensor,
                           num_items_in_batch=None, shift_labels: torch.Tensor | None = None,
-                          chunk_tokens: int = CHUNK_TOKENS) -> torch.Tensor:
+                          chunk_tokens: int = CHUNK_TOKENS, drop_ignored: bool = True) -> torch.Tensor:
     """Causal-LM loss from the final hidden states `[batch, seq, hidden]` and *unshifted* labels `[batch, seq]`.
 
     Sum over supervised positions divided by `num_items_in_batch` when given (gradient accumulation across
     micro-batches, as the Trainer passes it), else their mean: transformers' ForCausalLMLoss reduction.
+    drop_ignored=False keeps the -100 positions in the chunks (cross_entropy skips them): no data-dependent shape,
+    for tracing with fake tensors (bench/simulate.py), at the cost of scoring positions that carry no loss.
     """
     if shift_labels is None:
         shift_labels = F.pad(labels, (0, 1), value=IGNORE)[..., 1:]
     targets = shift_labels.reshape(-1).to(hidden.device)
-    keep = (targets != IGNORE).nonzero().squeeze(1)
-    flat = hidden.reshape(-1, hidden.shape[-1]).index_select(0, keep)
-    targets = targets.index_select(0, keep)
+    flat = hidden.reshape(-1, hidden.shape[-1])
+    if drop_ignored:
+        keep = (targets != IGNORE).nonzero().squeeze(1)
+        flat, targets = flat.index_select(0, keep), targets.index_select(0, keep)
     total = hidden.new_zeros((), dtype=torch.float32)
     for start in range(0, targets.numel(), chunk_tokens):
         part = slice(start, start + chunk_tokens)
@@ -59,10 +64,11 @@ def chunked_cross_entropy(hidden: torch.Tensor, head: torch.nn.Module, labels: t
             total = total + _chunk_loss_sum(head, flat[part], targets[part])
     if num_items_in_batch is not None:
         return total / (num_items_in_batch.to(total.device) if torch.is_tensor(num_items_in_batch) else num_items_in_batch)
-    return total / targets.numel()  # 0/0 = nan when nothing is supervised, as the plain mean gives
+    return total / (targets != IGNORE).sum()  # 0/0 = nan when nothing is supervised, as the plain mean gives
 
 
-def lean_causal_lm_loss(model, inputs: dict, num_items_in_batch=None, chunk_tokens: int = CHUNK_TOKENS) -> torch.Tensor:
+def lean_causal_lm_loss(model, inputs: dict, num_items_in_batch=None, chunk_tokens: int = CHUNK_TOKENS,
+                        drop_ignored: bool = True) -> torch.Tensor:
     """Run `model` on a training batch and return the chunked loss, never building the full logits."""
     inputs = dict(inputs)
     labels, shift_labels = inputs.pop("labels"), inputs.pop("shift_labels", None)
@@ -78,4 +84,4 @@ def lean_causal_lm_loss(model, inputs: dict, num_items_in_batch=None, chunk_toke
     finally:
         handle.remove()
     return chunked_cross_entropy(captured["hidden"], lm.get_output_embeddings(), labels, num_items_in_batch,
-                                 shift_labels, chunk_tokens)
+                                 shift_labels, chunk_tokens, drop_ignored)

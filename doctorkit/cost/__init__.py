@@ -1,7 +1,7 @@
 """`python -m doctorkit.cost RECIPE`: peak GPU memory, hours and money for a recipe, before renting a GPU.
 
 Memory is a breakdown of named components (doctorkit.cost.memory), time is FLOPs over the GPU's peak times an
-efficiency factor calibrated from bench/results (doctorkit.cost.speed), money is hours times the hourly price.
+efficiency factor calibrated from measured GPU runs (doctorkit.cost.speed), money is hours times the hourly price.
 """
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ def parse_args(argv):
     parser.add_argument("--samples", type=int, help="scale the recipe's data to N samples (same length mix)")
     parser.add_argument("--tokens-per-sample", type=int,
                         help="average tokens per sample, instead of reading the data (use with --samples)")
-    parser.add_argument("--results", type=Path, help="measured runs for calibration (default: bench/results)")
+    parser.add_argument("--results", type=Path, help="folder of measured GPU runs to calibrate from, e.g. bench/results "
+                        "(default: the runs shipped in doctorkit/cost/measured)")
     parser.add_argument("--json", action="store_true", help="print the estimate as JSON (all sizes in bytes)")
     return parser.parse_args(argv)
 
