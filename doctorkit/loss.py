@@ -18,7 +18,15 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 IGNORE = -100
-CHUNK_TOKENS = 1024   # logits of 1024 tokens x 152k vocab in fp32: 0.6 GB, small next to a 7B step
+# Logit elements per chunk: 2^24 = 64 MB in fp32 (110 tokens on a 152k vocabulary, 8192 on builtin:tiny's 2k).
+# Backward of one chunk holds ~16 bytes per element (fp32 log-softmax, its gradient, the fp32 and 16-bit logit
+# gradients): ~0.27 GB, against ~7 GB for the full logits of 4096 tokens x 152k.
+CHUNK_LOGITS = 2 ** 24
+CHUNK_BYTES_PER_LOGIT = 16
+
+
+def chunk_tokens_for(vocab: int) -> int:
+    return max(1, CHUNK_LOGITS // vocab)
 
 
 def causal_lm_of(model):
@@ -40,7 +48,7 @@ def _chunk_loss_sum(head: torch.nn.Module, hidden: torch.Tensor, labels: torch.T
 
 def chunked_cross_entropy(hidden: torch.Tensor, head: torch.nn.Module, labels: torch.Tensor,
                           num_items_in_batch=None, shift_labels: torch.Tensor | None = None,
-                          chunk_tokens: int = CHUNK_TOKENS, drop_ignored: bool = True) -> torch.Tensor:
+                          chunk_tokens: int | None = None, drop_ignored: bool = True) -> torch.Tensor:
     """Causal-LM loss from the final hidden states `[batch, seq, hidden]` and *unshifted* labels `[batch, seq]`.
 
     Sum over supervised positions divided by `num_items_in_batch` when given (gradient accumulation across
@@ -55,6 +63,7 @@ def chunked_cross_entropy(hidden: torch.Tensor, head: torch.nn.Module, labels: t
     if drop_ignored:
         keep = (targets != IGNORE).nonzero().squeeze(1)
         flat, targets = flat.index_select(0, keep), targets.index_select(0, keep)
+    chunk_tokens = chunk_tokens or chunk_tokens_for(head.weight.shape[0])
     total = hidden.new_zeros((), dtype=torch.float32)
     for start in range(0, targets.numel(), chunk_tokens):
         part = slice(start, start + chunk_tokens)
@@ -67,7 +76,7 @@ def chunked_cross_entropy(hidden: torch.Tensor, head: torch.nn.Module, labels: t
     return total / (targets != IGNORE).sum()  # 0/0 = nan when nothing is supervised, as the plain mean gives
 
 
-def lean_causal_lm_loss(model, inputs: dict, num_items_in_batch=None, chunk_tokens: int = CHUNK_TOKENS,
+def lean_causal_lm_loss(model, inputs: dict, num_items_in_batch=None, chunk_tokens: int | None = None,
                         drop_ignored: bool = True) -> torch.Tensor:
     """Run `model` on a training batch and return the chunked loss, never building the full logits."""
     inputs = dict(inputs)

@@ -200,3 +200,16 @@ def test_tokens_come_from_the_data(capsys, tmp_path):
                       "--set", "data.val_ratio=0")
     assert r["tokens_per_epoch"] == 4 * (100 + 2 * 5)
     assert any("1.4 Chinese characters" in a for a in r["assumptions"])
+
+
+def test_auto_batch_keeps_the_effective_batch_and_is_the_largest_that_fits(capsys):
+    argv = [QUICK, "--set", "model=qwen2.5-7b", "--set", "method=qlora", "--set", "data.packing=true",
+            "--set", "train.max_seq_len=2048", "--set", "train.batch_size=4", "--set", "train.grad_accum=6",
+            "--gpu", "rtx4090"]
+    r = estimate_json(capsys, *argv, "--auto-batch")
+    micro, accum = r["batch_size"], r["gpus"][[g["gpu"] for g in r["gpus"]].index("rtx4090")]["auto_grad_accum"]
+    assert micro * accum == 24 and r["fits"]
+    larger = [b for b in range(micro + 1, 25) if 24 % b == 0]
+    at = lambda n: estimate_json(capsys, *argv, "--set", f"train.batch_size={n}")  # noqa: E731
+    assert larger and not at(larger[0])["fits"]      # the next micro-batch that keeps 24 does not fit
+    assert any("--auto-batch" in a for a in r["assumptions"])

@@ -31,6 +31,7 @@ class Stack:
     kbit_upcast: bool = True          # train.upcast_fp32 / prepare_model_for_kbit_training: embeddings, lm_head in fp32
     quantized_saves_input: bool = True  # bitsandbytes' 4/8-bit matmul keeps its input for backward
     loss_head: str = "fused"          # fused: TRL's chunked LM head, no full logits; full: logits + fp32 loss copies;
+                                      # chunked: doctorkit/loss.py's chunked cross-entropy (train.loss: lean on CPU);
                                       # bf16_logits: only 16-bit logits kept (compiled chunked loss, torchtune)
     cuda_context_bytes: int = GiB // 2   # CUDA context + cuBLAS workspace, outside PyTorch's allocator
     allocator_slack: float = 0.05     # caching-allocator fragmentation over the live tensors
