@@ -98,6 +98,13 @@ def prepare(recipe, tokenizer) -> Prepared:
     if not getattr(tokenizer, "is_fast", False):  # loss masks map characters to tokens through offsets
         raise DoctorKitError(f"model '{recipe.model}': its tokenizer has no fast (Rust) version; DoctorKit needs "
                              f"one to place the loss on assistant replies")
+    from doctorkit.data import cache
+    key = cache.cache_key(recipe, tokenizer) if cache.cache_root() else None
+    hit = cache.load(key) if key else None
+    if hit:  # --resume or a second run on the same data: seconds instead of re-tokenizing the corpus
+        train_set, eval_set, report = hit
+        report.cache = str(cache.cache_root() / key)
+        return Prepared(train_set, eval_set, report)
     report = DataReport()
     pool = read_conversations(data, data.path, report)
     if data.max_samples is not None:
@@ -122,7 +129,10 @@ def prepare(recipe, tokenizer) -> Prepared:
     report.eval_samples = len(eval_rows)
     report.eval_lengths = [len(r["input_ids"]) for r in eval_rows]
     report.eval_tokens = sum(report.eval_lengths)
-    return Prepared(_dataset(train_rows), _dataset(eval_rows) if eval_rows else None, report)
+    prepared = Prepared(_dataset(train_rows), _dataset(eval_rows) if eval_rows else None, report)
+    if key:
+        cache.save(key, prepared.train, prepared.eval, report)
+    return prepared
 
 
 def run(argv: list[str] | None = None) -> None:

@@ -21,6 +21,7 @@ class DataReport:
     lengths: list[int] = dataclasses.field(default_factory=list)       # token lengths of train samples
     eval_lengths: list[int] = dataclasses.field(default_factory=list)
     problems: list[str] = dataclasses.field(default_factory=list)      # "file:line: reason", first ones
+    cache: str = ""                            # the cache entry the rows were loaded from ("": prepared now)
 
     def skip(self, reason: str, where: str | None = None, detail: str | None = None) -> None:
         counts = Counter(self.samples_skipped)
@@ -55,6 +56,8 @@ class DataReport:
             f"data: skipped {self.skipped_total} ({skipped}); truncated {self.truncated}",
             f"data: train lengths p50 {p['p50']}, p90 {p['p90']}, p99 {p['p99']}, max {p['max']} tokens",
         ]
+        if self.cache:
+            lines.append(f"data: loaded from the prepared-data cache {self.cache} (same files, settings, tokenizer)")
         lines += [f"  {note}" for note in self.problems[:5]]
         if self.skipped_total > 5 and len(self.problems) > 5:
             lines.append(f"  ... {self.skipped_total - 5} more skipped (python -m doctorkit.data stats RECIPE)")
