@@ -48,6 +48,7 @@ class DataConfig(Section):
     knowledge_top_k: int = 3         # at most this many knowledge entries per conversation
     knowledge_budget: int = 400      # max tokens of injected knowledge (the text is cut to fit)
     knowledge_threshold: float = 6.0  # min retrieval score; below it the prompt stays ungrounded
+    num_proc: int = 0                # tokenizing processes; 0: auto (one per core up to 8, from 5000 conversations)
 
 
 class TrainConfig(Section):

@@ -28,3 +28,15 @@ def test_second_prepare_comes_from_the_cache_and_changes_invalidate_it(tmp_path,
     changed = prepare(recipe, tokenizer)
     total = lambda p: p.report.samples_used + p.report.eval_samples  # noqa: E731
     assert changed.report.cache == "" and total(changed) == total(first) + 1
+
+
+def test_two_processes_give_the_same_rows_and_report(tmp_path):
+    tokenizer = build_tokenizer()
+    one = load_recipe("recipes/quickstart.yaml", ["data.val_ratio=0.1", "data.num_proc=1", "train.max_seq_len=96",
+                                                  "data.overlong=skip"])
+    two = load_recipe("recipes/quickstart.yaml", ["data.val_ratio=0.1", "data.num_proc=2", "train.max_seq_len=96",
+                                                  "data.overlong=skip"])
+    a, b = prepare(one, tokenizer), prepare(two, tokenizer)
+    assert a.report.samples_skipped.get("overlong", 0) > 0          # skips happen in the worker processes too
+    assert b.train["input_ids"] == a.train["input_ids"] and b.train["labels"] == a.train["labels"]
+    assert b.report.to_dict() == a.report.to_dict()

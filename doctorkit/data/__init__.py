@@ -68,6 +68,10 @@ def split(conversations: list, ratio: float, seed: int) -> tuple[list, list]:
 
 def tokenize_all(conversations, tokenizer, recipe, report: DataReport, desc: str, ground=None) -> list[dict]:
     data = recipe.data
+    from doctorkit.data.parallel import processes, tokenize_parallel
+    num_proc = processes(data.num_proc, len(conversations))
+    if num_proc > 1:  # corpus scale: datasets.map over processes, same rows and counts (doctorkit/data/parallel.py)
+        return tokenize_parallel(conversations, tokenizer, recipe, report, desc, ground, num_proc)
     rows = []
     bar = tqdm(conversations, desc=desc, unit="conv", leave=False, disable=len(conversations) < PROGRESS_FROM)
     for messages in bar:
