@@ -11,7 +11,7 @@ from doctorkit.methods.quantized import bnb_config, compute_dtype, prepare_quant
 
 GRADIENT_CHECKPOINTING = True  # default when the recipe leaves gradient_checkpointing unset: QLoRA is about memory
 # train.optimizer: auto -> 8-bit AdamW states (a quarter of fp32 Adam's), paged to CPU RAM on memory spikes
-# (bitsandbytes falls back to unpaged on a CPU). Same loss on the 20M bench model: bench/results/lean-loss-curves.json
+# (bitsandbytes falls back to unpaged on a CPU). Loss against fp32 AdamW: python -m bench.lean_loss (not yet measured)
 OPTIMIZER = "paged_adamw_8bit"
 
 
