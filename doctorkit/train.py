@@ -130,6 +130,9 @@ def make_trainer(loss: str = "lean", **kwargs):
             self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
             if loss == "full":
                 return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+            # the same reduction Trainer.compute_loss gets from the model: sum / items when the model takes loss
+            # kwargs (then training_step does not divide by grad_accum again), else the batch mean
+            num_items_in_batch = num_items_in_batch if self.model_accepts_loss_kwargs else None
             value = lean_causal_lm_loss(model, inputs, num_items_in_batch)
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 value = value * self.accelerator.num_processes  # as Trainer.compute_loss: items counted on all ranks
