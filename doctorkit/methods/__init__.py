@@ -9,6 +9,7 @@
     GRADIENT_CHECKPOINTING (optional) -> default when the recipe leaves gradient_checkpointing unset
     PEFT_ADAPTER                     -> True when adapter/ is a PEFT LoRA adapter: several load onto one base
                                         (mixed batches in doctorkit.serve) and vLLM serves it (--lora-modules)
+    OPTIMIZER (optional)             -> default when train.optimizer is auto (adamw_torch if absent)
 
 Adding a method means adding one module here and one line to METHODS.
 """
@@ -37,3 +38,10 @@ def resolve_gradient_checkpointing(recipe, method) -> bool:
     if recipe.gradient_checkpointing is None:
         recipe.gradient_checkpointing = getattr(method, "GRADIENT_CHECKPOINTING", False)
     return recipe.gradient_checkpointing
+
+
+def resolve_optimizer(recipe) -> str:
+    """train.optimizer, or when it says auto the method's OPTIMIZER (adamw_torch for a method that names none)."""
+    if recipe.train.optimizer != "auto":
+        return recipe.train.optimizer
+    return getattr(get_method(recipe.method), "OPTIMIZER", "adamw_torch")
