@@ -50,8 +50,8 @@ VARIANTS = {
     "packing-8bit-adam": {"set": {"data.packing": True, "train.optimizer": "adamw_8bit"}, "rows": True},
     "packing-checkpointing": {"set": {"data.packing": True, "gradient_checkpointing": True}, "rows": True},
     "packing-compile": {"set": {"data.packing": True}, "rows": True, "trainer_extra": {"torch_compile": True}},
-    # TRL's fused LM head instead of the model's own loss on CPU (doctorkit.train.PLAIN_LOSS_ON_CPU)
-    "packing-trl-head": {"set": {"data.packing": True}, "rows": True, "train_flags": {"PLAIN_LOSS_ON_CPU": False}},
+    # the model's own loss (full logits) instead of the chunked cross-entropy (train.loss: lean, doctorkit/loss.py)
+    "packing-full-loss": {"set": {"data.packing": True, "train.loss": "full"}, "rows": True},
 }
 
 
@@ -119,41 +119,28 @@ def matmul_peak_flops() -> float:
 
 # -------------------------------------------------------------------------------------- model flops ---
 
-def model_shape(path: str, lora_r: int) -> dict:
-    """Matmul parameters (decoder linears + LM head), LoRA parameters on every decoder linear
-    (target_modules all-linear) and the attention shape, from the config alone."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+def model_flops(recipe: dict, path: str, lengths: list[int]) -> float:
+    """FLOPs of one epoch over these samples by the estimator's own formula (doctorkit.cost.speed.flops_for_lengths,
+    the calibration contract): our `mfu` is then exactly what the estimate's hours divide by. Padding is not
+    counted: it is not useful work."""
+    from doctorkit.cost.job import job_from_recipe
+    from doctorkit.cost.shapes import resolve_shape
+    from doctorkit.cost.speed import flops_for_lengths
+    from doctorkit.recipe import Recipe
 
-    if path.startswith("builtin:"):
-        from doctorkit.tiny import build_tiny
-        model = build_tiny(path.split(":", 1)[1])[0]
-    else:
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
-    head = model.get_output_embeddings()
-    decoder = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not head]
-    cfg = model.config
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    return {"decoder_linear": sum(m.in_features * m.out_features for m in decoder),
-            "head": head.in_features * head.out_features,
-            "lora": sum(lora_r * (m.in_features + m.out_features) for m in decoder),
-            "layers": cfg.num_hidden_layers, "attn_width": cfg.num_attention_heads * head_dim,
-            "params": sum(p.numel() for p in model.parameters())}
+    job = job_from_recipe(Recipe.model_validate(recipe), resolve_shape(path)[0], max(lengths))
+    return flops_for_lengths(job, lengths)
 
 
-def useful_flops(shape: dict, lengths: list[int], checkpointing: bool) -> float:
-    """FLOPs of one LoRA epoch, counted as doctorkit.cost.speed.flops_per_token does so that our `mfu`
-    calibrates the cost estimator: frozen base, forward 2N + input gradients 2N per token (N = decoder
-    linears + LM head), causal attention A = 2*2*layers*width*l/2 per token forward and 2A backward,
-    adapters 6 x their parameters, and a second decoder forward with gradient checkpointing. Padding is
-    not counted: it is not useful work."""
-    tokens, squares = sum(lengths), sum(l * l for l in lengths)
-    n_all = shape["decoder_linear"] + shape["head"]
-    attention_fwd = 2 * shape["layers"] * shape["attn_width"] * squares  # summed over the tokens
-    total = 4 * n_all * tokens + 3 * attention_fwd + 6 * shape["lora"] * tokens
-    if checkpointing:
-        total += 2 * shape["decoder_linear"] * tokens + attention_fwd
-    return total
+def mfu_peak(gpu_name: str) -> tuple[float | None, str]:
+    """(peak FLOP/s MFU is quoted against, what it is): the catalog's vendor peak for a catalog GPU (the one MFU
+    definition, doctorkit.cost.speed.mfu); none elsewhere (CPU, unknown GPU: see matmul_efficiency)."""
+    from doctorkit.cost.catalog import catalog_name, find_gpu
+
+    name = catalog_name(gpu_name)
+    if name is None:
+        return None, f"no catalog peak for {gpu_name}: mfu is null, matmul_efficiency uses the measured matmul peak"
+    return find_gpu(name).peak_tflops * 1e12, f"vendor dense 16-bit peak of {name} (doctorkit/cost/catalog.py)"
 
 
 def sample_lengths(path: str, data_path: Path, max_seq_len: int) -> list[int]:
@@ -208,7 +195,7 @@ def run_arm(spec: dict, workdir: Path) -> dict:
     return json.loads(out_path.read_text(encoding="utf-8"))
 
 
-def summarize(runs: list[dict], flops: float, peak: float) -> dict:
+def summarize(runs: list[dict], flops: float, peak: float, vendor_peak: float | None) -> dict:
     med = lambda key: statistics.median(r[key] for r in runs)  # noqa: E731
     wall, steady, cpu = med("train_s"), med("steady_s"), med("train_cpu_s")
     first = runs[0]
@@ -222,7 +209,8 @@ def summarize(runs: list[dict], flops: float, peak: float) -> dict:
         "wall_s": round(wall, 3), "steady_s": round(steady, 3), "cpu_s": round(cpu, 3),
         "peak_memory_bytes": int(med("peak_memory_bytes")), "memory_kind": first["memory_kind"],
         "train_memory_bytes": int(med("train_memory_bytes")) if "train_memory_bytes" in first else None,
-        "mfu": round(flops / steady / peak, 5),
+        "mfu": round(flops / steady / vendor_peak, 5) if vendor_peak else None,
+        "matmul_efficiency": round(flops / steady / peak, 5),   # against the matmul peak this bench timed
         "repeats": [{k: r[k] for k in ("train_s", "steady_s", "train_cpu_s", "peak_memory_bytes")} for r in runs],
     }
 
@@ -235,7 +223,8 @@ def bench_model(args, name: str, data_path: Path | None, peak: float, gpu: str, 
     lengths = sample_lengths(path, data_path, args.max_seq_len)
     rows = max(1, round(args.batch_size * statistics.mean(lengths) / args.max_seq_len))
     recipe = base_recipe(args, path, data_path)
-    flops = useful_flops(model_shape(path, recipe["lora"]["r"]), lengths, bool(recipe.get("gradient_checkpointing")))
+    flops = model_flops(recipe, path, lengths)
+    vendor_peak, _ = mfu_peak(gpu)
     arms = [("baseline", None)] + [("ours", v) for v in args.variant]
     runs = {arm: [] for arm in arms}
     with tempfile.TemporaryDirectory(prefix="doctorkit-bench-") as tmp:
@@ -243,10 +232,10 @@ def bench_model(args, name: str, data_path: Path | None, peak: float, gpu: str, 
             for arm in arms:  # alternate, so load on a shared machine hits every arm alike
                 runs[arm].append(run_arm(arm_spec(args, recipe, arm[0], arm[1], rows), Path(tmp)))
                 bar.update(1)
-    baseline = summarize(runs[arms[0]], flops, peak)
+    baseline = summarize(runs[arms[0]], flops, peak, vendor_peak)
     records = []
     for arm, variant in arms:
-        figures = baseline if arm == "baseline" else summarize(runs[(arm, variant)], flops, peak)
+        figures = baseline if arm == "baseline" else summarize(runs[(arm, variant)], flops, peak, vendor_peak)
         record = {"gpu": gpu, "model": name, "method": args.method, "arm": arm, "variant": variant or "padding-random",
                   "seq_len": args.max_seq_len, "gradient_checkpointing": bool(recipe.get("gradient_checkpointing")),
                   "batch": rows if variant and VARIANTS[variant].get("rows") else args.batch_size,
@@ -292,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         "schema": "doctorkit-bench/1",
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": "python -m bench.train_speed " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": info, "versions": versions(), "matmul_peak_flops": peak,
+        "machine": info, "versions": versions(), "matmul_peak_flops": peak, "mfu_basis": mfu_peak(gpu)[1],
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
         "data": args.data or "generated: bench/data.py make_conversations(seed=0)",
         "total_s": round(time.perf_counter() - started, 1),

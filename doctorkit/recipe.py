@@ -69,6 +69,7 @@ class DataConfig(Section):
     deid_style: Literal["tag", "surrogate"] = "tag"  # tag: 【姓名1】 placeholders; surrogate: realistic fakes
     canaries: int = 0                # insert K canary records (+ K controls) to measure memorization
     canary_repeats: int = Field(1, ge=1)  # copies of each inserted canary (more copies: more memorized)
+    num_proc: int = Field(0, ge=0)   # tokenizing processes; 0: auto (one per core up to 8, from 5000 conversations)
 
 
 class TrainConfig(Section):
@@ -82,12 +83,14 @@ class TrainConfig(Section):
     warmup_ratio: float = Field(0.03, ge=0, le=1)
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, ge=0)  # 0: no clipping
-    optimizer: str = "adamw_torch"   # adamw_torch | adamw_8bit | paged_adamw_8bit | paged_adamw_32bit
+    optimizer: str = "auto"          # auto: the method's (paged_adamw_8bit for qlora, else adamw_torch) | adamw_torch | adamw_8bit | ...
     logging_steps: int = Field(10, ge=1)
     save_steps: int = Field(200, ge=1)           # checkpoint every N steps (resume with --resume)
     save_total_limit: int = Field(2, ge=1)       # keep the newest N checkpoints
     eval_steps: Optional[int] = Field(None, ge=1)  # evaluate every N steps (default: at the end only)
     num_workers: int = Field(0, ge=0)            # dataloader worker processes
+    loss: Literal["lean", "full"] = "lean"  # lean: no full [tokens, vocab] fp32 logits (TRL fused head on GPU, chunked CE on CPU)
+    upcast_fp32: bool = False        # true: embeddings, lm_head and norms in fp32, as peft's prepare_model_for_kbit_training
 
 
 class LoraConfig(Section):

@@ -44,18 +44,19 @@ def trainer_args(recipe, run_dir: Path, has_eval: bool, dtype: torch.dtype):
     )
 
 
-# On a CPU, TRL's fused LM head falls back to a torch loop that scores every position and also computes
-# entropy and top-1 over the whole vocabulary: with it, packed training of builtin:tiny ran 1.7x slower
-# than with the model's own cross-entropy (bench/results/cpu-switches-tiny.json). On GPUs (Triton) it scores only supervised positions without
-# materializing the logits, which is what saves memory on 150k-token vocabularies, so it stays on.
-PLAIN_LOSS_ON_CPU = True
+# train.loss: lean (default) never builds the full [tokens, vocab] fp32 logits. On GPUs that is TRL's fused LM head
+# (Triton: scores only supervised positions, in tiles). On a CPU TRL's fallback is a torch loop that also computes
+# entropy and top-1 over the whole vocabulary (1.7x slower than the plain loss on builtin:tiny,
+# bench/results/cpu-switches-tiny.json), so there our chunked cross-entropy runs instead (doctorkit/loss.py).
+# full: the model's own loss (logits, their fp32 copy and gradient: ~7 GB at 4096 tokens x 152k vocabulary).
 
 
-def make_trainer(packing_layout: str | None = None, **kwargs):
+def make_trainer(loss: str = "lean", packing_layout: str | None = None, **kwargs):
     from transformers import Trainer
     from trl import SFTTrainer
 
     from doctorkit.batching import ShuffledLengthGroups
+    from doctorkit.loss import lean_causal_lm_loss
     from doctorkit.packing import PackedRowsCollator
 
     class DoctorKitSFTTrainer(SFTTrainer):
@@ -67,7 +68,8 @@ def make_trainer(packing_layout: str | None = None, **kwargs):
             return ShuffledLengthGroups([len(ids) for ids in dataset["input_ids"]], self.args.train_batch_size)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if not (PLAIN_LOSS_ON_CPU and self.args.use_cpu and model.training):
+            fused_kernel = loss == "lean" and not self.args.use_cpu
+            if fused_kernel or not model.training:
                 rows = inputs["input_ids"].shape[0] if "attention_mask" not in inputs else 1
                 result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
                 if model.training and rows > 1:  # TRL counts one row of a mask-free batch (packing_layout rows)
@@ -79,7 +81,15 @@ def make_trainer(packing_layout: str | None = None, **kwargs):
             mask = inputs.get("attention_mask")  # padding-free batches have none: every position is a token
             self._total_train_tokens += int(mask.sum()) if mask is not None else inputs["input_ids"].numel()
             self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
-            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+            if loss == "full":
+                return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+            # the same reduction Trainer.compute_loss gets from the model: sum / items when the model takes loss
+            # kwargs (then training_step does not divide by grad_accum again), else the batch mean
+            num_items_in_batch = num_items_in_batch if self.model_accepts_loss_kwargs else None
+            value = lean_causal_lm_loss(model, inputs, num_items_in_batch)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                value = value * self.accelerator.num_processes  # as Trainer.compute_loss: items counted on all ranks
+            return value
 
     trainer = DoctorKitSFTTrainer(**kwargs)
     if packing_layout == "rows":  # TRL only offers its flattening collator with bfd packing (doctorkit/packing.py)
@@ -129,7 +139,8 @@ def _train(recipe, run_dir: Path, checkpoint: str | None) -> Path:
     if layout and is_main_process():
         print(packing.describe(layout, model))
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / TB)
-    trainer = make_trainer(packing_layout=layout, model=model, args=trainer_args(recipe, run_dir, data.eval is not None, model.dtype),
+    trainer = make_trainer(loss=recipe.train.loss, packing_layout=layout, model=model,
+                           args=trainer_args(recipe, run_dir, data.eval is not None, model.dtype),
                            train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer)
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=checkpoint)

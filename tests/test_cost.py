@@ -126,6 +126,23 @@ def test_efficiency_is_calibrated_from_measured_runs(capsys, tmp_path):
     assert any("measured lora run" in a for a in measured["assumptions"])
 
 
+def test_calibration_contract_device_names_baseline_arms_and_hours(capsys, tmp_path):
+    """A bench record names its GPU as torch.cuda.get_device_name() does; only our arm calibrates; the estimate's
+    hours for that GPU scale by default MFU / measured MFU (both against the catalog peak)."""
+    records = [{"gpu": "NVIDIA H100 80GB HBM3", "method": "lora", "arm": "ours", "mfu": 0.5},
+               {"gpu": "NVIDIA H100 80GB HBM3", "method": "lora", "arm": "baseline", "mfu": 0.05},
+               {"gpu": "cpu", "method": "lora", "arm": "ours", "mfu": 0.9},
+               {"gpu": "NVIDIA L40S", "method": "lora", "arm": "ours", "mfu": 0.9}]   # no catalog peak: skipped
+    (tmp_path / "gpu-run.json").write_text(json.dumps({"results": records}), encoding="utf-8")
+    default = estimate_json(capsys, QUICK, "--gpu", "h100-80gb", "--results", str(tmp_path / "none"))
+    measured = estimate_json(capsys, QUICK, "--gpu", "h100-80gb", "--results", str(tmp_path))
+    assert default["efficiency"] == 0.35 and measured["efficiency"] == 0.5      # median of [0.5], baseline left out
+    assert measured["hours"] == pytest.approx(default["hours"] * 0.35 / 0.5)
+    from doctorkit.cost.speed import mfu
+    h100 = find_gpu("h100-80gb")   # the one MFU definition reproduces the record's hours
+    assert mfu(measured["flops"] / (measured["hours"] * 3600), h100) == pytest.approx(0.5)
+
+
 def test_table_without_gpu_marks_fitting_gpus(capsys):
     assert main([QUICK, "--set", "model=llama-3.1-8b", "--set", "train.max_seq_len=1024"]) == 0
     out = capsys.readouterr().out
@@ -184,3 +201,16 @@ def test_tokens_come_from_the_data(capsys, tmp_path):
                       "--set", "data.val_ratio=0")
     assert r["tokens_per_epoch"] == 4 * (100 + 2 * 5)
     assert any("1.4 Chinese characters" in a for a in r["assumptions"])
+
+
+def test_auto_batch_keeps_the_effective_batch_and_is_the_largest_that_fits(capsys):
+    argv = [QUICK, "--set", "model=qwen2.5-7b", "--set", "method=qlora", "--set", "data.packing=true",
+            "--set", "train.max_seq_len=2048", "--set", "train.batch_size=4", "--set", "train.grad_accum=6",
+            "--gpu", "rtx4090"]
+    r = estimate_json(capsys, *argv, "--auto-batch")
+    micro, accum = r["batch_size"], r["gpus"][[g["gpu"] for g in r["gpus"]].index("rtx4090")]["auto_grad_accum"]
+    assert micro * accum == 24 and r["fits"]
+    larger = [b for b in range(micro + 1, 25) if 24 % b == 0]
+    at = lambda n: estimate_json(capsys, *argv, "--set", f"train.batch_size={n}")  # noqa: E731
+    assert larger and not at(larger[0])["fits"]      # the next micro-batch that keeps 24 does not fit
+    assert any("--auto-batch" in a for a in r["assumptions"])

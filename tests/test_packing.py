@@ -52,7 +52,7 @@ def packed_token_losses(logits, labels) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits[:, :-1][keep], labels[keep], reduction="none")
 
 
-def packed_trainer(tmp_path, attn: str, layout: str):
+def packed_trainer(tmp_path, attn: str, layout: str, loss: str = "lean"):
     recipe = Recipe.model_validate({
         "model": "builtin:tiny", "attn_implementation": attn, "output_dir": str(tmp_path),
         "data": {"packing": True, "packing_layout": layout},
@@ -63,7 +63,7 @@ def packed_trainer(tmp_path, attn: str, layout: str):
     rows = samples(len(tokenizer))
     args = dk_train.trainer_args(recipe, tmp_path, False, model.dtype)
     args.report_to = []
-    trainer = dk_train.make_trainer(packing_layout=layout, model=model, args=args,
+    trainer = dk_train.make_trainer(loss=loss, packing_layout=layout, model=model, args=args,
                                     train_dataset=datasets.Dataset.from_list(rows), processing_class=tokenizer)
     return trainer, model, rows, layout
 
@@ -71,18 +71,18 @@ def packed_trainer(tmp_path, attn: str, layout: str):
 def gpu_path(attn: str, needs: str | None = None):
     import importlib.util
     missing = not torch.cuda.is_available() or (needs is not None and importlib.util.find_spec(needs) is None)
-    return pytest.param(attn, "auto", True, marks=pytest.mark.skipif(missing, reason=f"needs a CUDA GPU {needs or ''}"))
+    return pytest.param(attn, "auto", "lean", marks=pytest.mark.skipif(missing, reason=f"needs a CUDA GPU {needs or ''}"))
 
 
-# (attention the model loads with, data.packing_layout, our CPU loss or TRL's): every layout a run can get
-PATHS = [("sdpa", "auto", True), ("sdpa", "rows", True), ("eager", "auto", True), ("sdpa", "varlen", False),
-         ("eager", "rows", False), gpu_path("flex_attention"), gpu_path("flash_attention_2", "flash_attn")]
+# (attention the model loads with, data.packing_layout, train.loss: lean = chunked CE on CPU / TRL's fused head on
+# a GPU, full = the model's own loss): every layout a run can get, each loss on some of them
+PATHS = [("sdpa", "auto", "lean"), ("sdpa", "rows", "lean"), ("eager", "auto", "full"), ("sdpa", "varlen", "full"),
+         ("eager", "rows", "lean"), ("sdpa", "rows", "full"), gpu_path("flex_attention"), gpu_path("flash_attention_2", "flash_attn")]
 
 
-@pytest.mark.parametrize("attn,layout,plain_loss", PATHS)
-def test_packed_loss_equals_separate_samples(tmp_path, monkeypatch, attn, layout, plain_loss):
-    monkeypatch.setattr(dk_train, "PLAIN_LOSS_ON_CPU", plain_loss)  # ours on CPU, and TRL's fused head
-    trainer, model, rows, got = packed_trainer(tmp_path, attn, layout)
+@pytest.mark.parametrize("attn,layout,loss", PATHS)
+def test_packed_loss_equals_separate_samples(tmp_path, attn, layout, loss):
+    trainer, model, rows, got = packed_trainer(tmp_path, attn, layout, loss)
     on_cuda = torch.cuda.is_available()
     expected = {"eager": "rows", "sdpa": "rows" if on_cuda else "varlen"}.get(attn, "varlen")
     assert got == (expected if layout == "auto" else layout)

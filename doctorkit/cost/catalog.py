@@ -55,3 +55,29 @@ def find_gpu(name: str) -> Gpu:
         return find_gpu(ALIASES[wanted])
     known = ", ".join(g.name for g in GPUS)
     raise DoctorKitError(f"--gpu {name}: unknown GPU (catalog: {known}; pick the closest and set --price-per-hour)")
+
+
+# torch.cuda.get_device_name() strings -> catalog names, first match wins (the one place bench records and the
+# estimator agree on which GPU a measurement was taken on). Patterns run on the lower-cased name.
+DEVICE_NAME_PATTERNS = [
+    (r"h200", "h200"),
+    (r"h100", "h100-80gb"),
+    (r"a100.*40\s*gb", "a100-40gb"),
+    (r"a100", "a100-80gb"),
+    (r"rtx\s*4090", "rtx4090"),
+    (r"rtx\s*3090", "rtx3090"),
+    (r"\ba10\b", "a10"),            # not A10G (AWS): another chip, another peak
+    (r"\bl4\b", "l4"),
+    (r"\bt4\b", "t4"),
+]
+
+
+def catalog_name(device_name: str) -> str | None:
+    """'NVIDIA H100 80GB HBM3' -> 'h100-80gb'; a catalog name maps to itself; None for a GPU not in the catalog."""
+    text = str(device_name).lower()
+    if any(text == g.name for g in GPUS):
+        return text
+    for pattern, name in DEVICE_NAME_PATTERNS:
+        if re.search(pattern, text):
+            return name
+    return None

@@ -33,6 +33,17 @@ def largest_batch_that_fits(job: Job, memory_bytes: int) -> int:
     return low
 
 
+def auto_batch(job: Job, gpu: Gpu, effective_batch: int) -> tuple[int, int]:
+    """(micro-batch, grad_accum) for `--auto-batch`: the largest micro-batch that fits `gpu` and divides the
+    recipe's effective batch (batch_size x grad_accum), so the optimizer sees the same batch; (0, 0): not even 1 fits.
+    Packed rows make every micro-batch the same size, so one memory check per size is exact for the estimator."""
+    largest = largest_batch_that_fits(job, gpu.memory_bytes)
+    if largest == 0:
+        return 0, 0
+    micro = max(b for b in range(1, min(largest, effective_batch) + 1) if effective_batch % b == 0)
+    return micro, effective_batch // micro
+
+
 def what_would_fit(job: Job, memory_bytes: int) -> list[str]:
     """Recipe changes, one at a time and then all together, with the peak each gives."""
     changes = []
@@ -110,8 +121,10 @@ def estimate(recipe, args) -> dict:
         mfu, mfu_note = efficiency(job.method, gpu, args.results)
         price = args.price_per_hour if (args.gpu and args.price_per_hour is not None) else gpu.usd_per_hour
         hours = flops / (gpu.peak_tflops * 1e12 * mfu) / 3600
+        micro, accum = auto_batch(job, gpu, t.batch_size * t.grad_accum)
         rows_out.append({"gpu": gpu.name, "label": gpu.label, "memory_bytes": gpu.memory_bytes,
                          "fits": peak <= gpu.memory_bytes, "max_batch_size": largest_batch_that_fits(job, gpu.memory_bytes),
+                         "auto_batch_size": micro, "auto_grad_accum": accum,
                          "peak_tflops": gpu.peak_tflops, "efficiency": mfu, "hours": hours,
                          "usd_per_hour": price, "usd": hours * price, "efficiency_source": mfu_note})
         notes.add(mfu_note)

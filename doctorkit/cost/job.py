@@ -12,6 +12,7 @@ from typing import Optional
 
 from doctorkit.cost.shapes import Shape
 from doctorkit.errors import DoctorKitError
+from doctorkit.methods import resolve_optimizer
 
 GiB = 1024 ** 3
 
@@ -28,9 +29,10 @@ EIGHT_BIT_OPTIMIZERS = {"adamw_8bit", "paged_adamw_8bit", "adamw_bnb_8bit", "pag
 @dataclasses.dataclass
 class Stack:
     adapter_bytes: int = 4            # PEFT keeps adapter weights in fp32 (autocast_adapter_dtype) -> fp32 grads, states
-    kbit_upcast: bool = True          # prepare_model_for_kbit_training casts non-quantized params (embeddings, lm_head) to fp32
+    kbit_upcast: bool = True          # train.upcast_fp32 / prepare_model_for_kbit_training: embeddings, lm_head in fp32
     quantized_saves_input: bool = True  # bitsandbytes' 4/8-bit matmul keeps its input for backward
     loss_head: str = "fused"          # fused: TRL's chunked LM head, no full logits; full: logits + fp32 loss copies;
+                                      # chunked: doctorkit/loss.py's chunked cross-entropy (train.loss: lean on CPU);
                                       # bf16_logits: only 16-bit logits kept (compiled chunked loss, torchtune)
     cuda_context_bytes: int = GiB // 2   # CUDA context + cuBLAS workspace, outside PyTorch's allocator
     allocator_slack: float = 0.05     # caching-allocator fragmentation over the live tensors
@@ -103,17 +105,23 @@ def job_from_recipe(recipe, shape: Shape, seq: int, bf16_gpu: bool = True) -> Jo
 
     method = get_method(recipe.method)
     terms = {**DEFAULT_COST_TERMS, **method.COST_TERMS}
+    own = method.cost_terms(recipe, shape)   # what the method reads from the recipe: weight bits, prefix, ...
+    bits = own.get("weight_bits", 32 if recipe.dtype == "fp32" else 16)
     act_bytes = 4 if recipe.dtype == "fp32" else 2
     attention = "sdpa" if recipe.attn_implementation == "auto" else recipe.attn_implementation
     fields = dict(
-        shape=shape, method=recipe.method, weight_bits=32 if recipe.dtype == "fp32" else 16, act_bytes=act_bytes,
+        shape=shape, method=recipe.method, weight_bits=bits, act_bytes=act_bytes,
         batch=recipe.train.batch_size, seq=seq,
         # prepare_model_for_kbit_training turns checkpointing on for quantized bases (issue 3: QLoRA has it on)
         checkpointing=bool(recipe.gradient_checkpointing or terms["forced_checkpointing"]),
-        attention=attention, optimizer=recipe.train.optimizer, double_quant=recipe.quantization.double_quant,
+        attention=attention, optimizer=resolve_optimizer(recipe), double_quant=recipe.quantization.double_quant,
         lora_r=recipe.lora.r, lora_targets=lora_targets(recipe.lora.target_modules, shape),
         lora_dropout=recipe.lora.dropout, use_dora=recipe.lora.use_dora,
         prefix_projection=recipe.ptuning.prefix_projection, prefix_hidden=recipe.ptuning.prefix_hidden_size,
-        stack=Stack(loss_head=terms["loss_head"]),
+        stack=Stack(kbit_upcast=recipe.train.upcast_fp32,
+                    # bitsandbytes' 4-bit matmul keeps only its packed weight for backward (MatMul4Bit, bnb >= 0.45);
+                    # LLM.int8 keeps its input
+                    quantized_saves_input=bits == 8,
+                    loss_head="full" if terms["loss_head"] == "full" or recipe.train.loss == "full" else "fused"),
     )
-    return Job(**{**fields, **method.cost_terms(recipe, shape)})
+    return Job(**{**fields, **own})

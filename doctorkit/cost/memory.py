@@ -93,6 +93,9 @@ def loss_head_bytes(job: Job) -> float:
         return logits * (head_bytes + 4 + 4)
     if job.stack.loss_head == "bf16_logits":
         return logits * job.act_bytes
+    if job.stack.loss_head == "chunked":  # doctorkit/loss.py (CPU): one chunk of logits in backward
+        from doctorkit.loss import CHUNK_BYTES_PER_LOGIT, CHUNK_LOGITS
+        return min(logits, CHUNK_LOGITS) * CHUNK_BYTES_PER_LOGIT
     return min(job.tokens, 4096) * min(job.shape.vocab, 4096) * 4 * 2   # fused: one tile and its gradient
 
 

@@ -69,6 +69,10 @@ def split(conversations: list, ratio: float, seed: int) -> tuple[list, list]:
 
 def tokenize_all(conversations, tokenizer, recipe, report: DataReport, desc: str, ground=None) -> list[dict]:
     data = recipe.data
+    from doctorkit.data.parallel import processes, tokenize_parallel
+    num_proc = processes(data.num_proc, len(conversations))
+    if num_proc > 1:  # corpus scale: datasets.map over processes, same rows and counts (doctorkit/data/parallel.py)
+        return tokenize_parallel(conversations, tokenizer, recipe, report, desc, ground, num_proc)
     rows = []
     bar = tqdm(conversations, desc=desc, unit="conv", leave=False, disable=len(conversations) < PROGRESS_FROM)
     for messages in bar:
@@ -103,6 +107,14 @@ def prepare(recipe, tokenizer) -> Prepared:
     if not getattr(tokenizer, "is_fast", False):  # loss masks map characters to tokens through offsets
         raise DoctorKitError(f"model '{recipe.model}': its tokenizer has no fast (Rust) version; DoctorKit needs "
                              f"one to place the loss on assistant replies")
+    from doctorkit.data import cache
+    # data.canaries are drawn with the rows and written to the run directory: such runs always prepare anew
+    key = cache.cache_key(recipe, tokenizer) if cache.cache_root() and not data.canaries else None
+    hit = cache.load(key) if key else None
+    if hit:  # --resume or a second run on the same data: seconds instead of re-tokenizing the corpus
+        train_set, eval_set, report = hit
+        report.cache = str(cache.cache_root() / key)
+        return Prepared(train_set, eval_set, report)
     report = DataReport()
     if data.mix:  # several files by ratio (doctorkit/data/mix.py)
         from doctorkit.data.mix import mixed_conversations
@@ -133,7 +145,10 @@ def prepare(recipe, tokenizer) -> Prepared:
     report.eval_samples = len(eval_rows)
     report.eval_lengths = [len(r["input_ids"]) for r in eval_rows]
     report.eval_tokens = sum(report.eval_lengths)
-    return Prepared(_dataset(train_rows), _dataset(eval_rows) if eval_rows else None, report, canaries)
+    prepared = Prepared(_dataset(train_rows), _dataset(eval_rows) if eval_rows else None, report, canaries)
+    if key:
+        cache.save(key, prepared.train, prepared.eval, report)
+    return prepared
 
 
 def run(argv: list[str] | None = None) -> None:

@@ -26,6 +26,7 @@ class DataReport:
     deid_records: int = 0                      # data.deid: conversations with at least one replacement
     canaries: int = 0                          # data.canaries: canary copies inserted into train
     csv_columns: list[str] = dataclasses.field(default_factory=list)   # per CSV file: which columns were used
+    cache: str = ""                            # the cache entry the rows were loaded from ("": prepared now)
 
     def skip(self, reason: str, where: str | None = None, detail: str | None = None) -> None:
         counts = Counter(self.samples_skipped)
@@ -66,6 +67,8 @@ class DataReport:
         if self.canaries:
             lines.append(f"data: {self.canaries} canary copies inserted (memorization check)")
         lines += [f"data: CSV columns {note}" for note in self.csv_columns]
+        if self.cache:
+            lines.append(f"data: loaded from the prepared-data cache {self.cache} (same files, settings, tokenizer)")
         lines += [f"  {note}" for note in self.problems[:5]]
         if self.skipped_total > 5 and len(self.problems) > 5:
             lines.append(f"  ... {self.skipped_total - 5} more skipped (python -m doctorkit.data stats RECIPE)")

@@ -23,6 +23,7 @@ and, optional (their defaults are in DEFAULTS below, the one place they are writ
     cost_terms(recipe, shape)        -> doctorkit.cost.job.Job fields read from the recipe (weight bits, prefix
                                         length, own_trainable: the trainable-parameter count of a new kind)
     fit_advice(job)                  -> [(recipe change, Job change)] that shrink the peak (cost estimate)
+    OPTIMIZER                        -> default when train.optimizer is auto
 
 Adding a method: `register("name", obj)` (built-in ones: one line in METHODS). Nothing else changes.
 """
@@ -45,7 +46,7 @@ DEFAULTS = {
     "COST_TERMS": {}, "fit_advice": lambda job: [],
     # PEFT's file names: a PEFT-based method (LoRA, IA3, ...) saves these
     "ADAPTER_CONFIG": "adapter_config.json", "ADAPTER_WEIGHTS": ("adapter_model.safetensors", "adapter_model.bin"),
-    "RESUME_KEYS": (),
+    "RESUME_KEYS": (), "OPTIMIZER": "adamw_torch",
 }
 # What doctorkit.cost assumes of a method that says nothing (a method's COST_TERMS overrides these).
 DEFAULT_COST_TERMS = {"adapter": "none", "pairs": False, "reference_forward": False, "forced_checkpointing": False,
@@ -117,3 +118,10 @@ def resolve_gradient_checkpointing(recipe, method) -> bool:
     if recipe.gradient_checkpointing is None:
         recipe.gradient_checkpointing = getattr(method, "GRADIENT_CHECKPOINTING", False)
     return recipe.gradient_checkpointing
+
+
+def resolve_optimizer(recipe) -> str:
+    """train.optimizer, or when it says auto the method's OPTIMIZER."""
+    if recipe.train.optimizer != "auto":
+        return recipe.train.optimizer
+    return get_method(recipe.method).OPTIMIZER

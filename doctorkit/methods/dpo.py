@@ -71,11 +71,12 @@ def wrap(model, recipe):
 
 def continue_adapter(model, adapter_dir: Path, recipe):
     """The adapter of an SFT run (or of the previous DPO round), loaded trainable as PEFT's 'default' adapter."""
-    from peft import PeftModel, prepare_model_for_kbit_training
+    from peft import PeftModel
+
+    from doctorkit.methods.quantized import prepare_quantized_base
 
     if is_quantized(recipe):  # the same preparation qlora.wrap gives a fresh adapter
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(recipe.gradient_checkpointing),
-                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+        model = prepare_quantized_base(model, recipe)
     return PeftModel.from_pretrained(model, Path(adapter_dir), is_trainable=True)
 
 

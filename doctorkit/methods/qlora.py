@@ -1,12 +1,13 @@
 """QLoRA: the frozen base in 4-bit NF4 (double-quantized constants) or 8-bit via bitsandbytes, LoRA on every
-linear layer on top, gradient checkpointing on by default, optional 8-bit / paged AdamW (train.optimizer).
+linear layer on top, gradient checkpointing and paged 8-bit AdamW by default; embeddings, lm_head and norms stay
+in the compute dtype (train.upcast_fp32 to cast them to fp32 as peft's prepare_model_for_kbit_training does).
 
 The LoRA part is the lora method's own config; this module only adds how the base is loaded and prepared.
 """
 from __future__ import annotations
 
 from doctorkit.methods import lora
-from doctorkit.methods.quantized import bnb_config, compute_dtype, require_bnb
+from doctorkit.methods.quantized import bnb_config, compute_dtype, prepare_quantized_base, require_bnb
 
 PEFT_ADAPTER = True  # a LoRA adapter too; it also applies to the 16-bit base when served
 
@@ -26,6 +27,11 @@ def cost_terms(recipe, shape) -> dict:
     return {"weight_bits": recipe.quantization.bits}
 
 
+# train.optimizer: auto -> 8-bit AdamW states (a quarter of fp32 Adam's), paged to CPU RAM on memory spikes
+# (bitsandbytes falls back to unpaged on a CPU). Loss against fp32 AdamW: python -m bench.lean_loss (not yet measured)
+OPTIMIZER = "paged_adamw_8bit"
+
+
 def validate(recipe) -> None:
     lora.validate(recipe)
     require_bnb("quantization.bits", recipe.quantization.bits)
@@ -38,15 +44,8 @@ def load_kwargs(recipe) -> dict:
 
 
 def wrap(model, recipe):
-    from peft import prepare_model_for_kbit_training  # peft only when training: cost reads this module's facts
-
     validate(recipe)
-    # Casts norms/embeddings to fp32 for stable training over quantized weights and, when asked, turns on
-    # non-reentrant gradient checkpointing (reentrant checkpointing drops gradients of a frozen input).
-    model = prepare_model_for_kbit_training(
-        model, use_gradient_checkpointing=bool(recipe.gradient_checkpointing),
-        gradient_checkpointing_kwargs={"use_reentrant": False})
-    return lora.wrap(model, recipe)
+    return lora.wrap(prepare_quantized_base(model, recipe), recipe)
 
 
 def load(base_model, run_dir):

@@ -118,3 +118,23 @@ def compute_dtype_in_use(model) -> torch.dtype | None:
     if not dtypes:
         return None
     return min(dtypes, key=lambda d: torch.finfo(d).bits)
+def prepare_quantized_base(model, recipe):
+    """What training adapters over a 4/8-bit base needs: a frozen base and, when asked, non-reentrant checkpointing.
+
+    This replaces peft's prepare_model_for_kbit_training, which also casts every non-quantized weight to fp32:
+    embeddings and lm_head are 2 x vocab x hidden weights (2.1 GB in bf16, 4.2 GB in fp32 on Llama-3.1-8B's
+    128k vocabulary) that neither torchtune nor Unsloth upcast. RMSNorm already computes in fp32 internally, so
+    its weight needs no fp32 copy either; and an fp32 norm weight would turn every layer's activations fp32.
+    Loss with and without the upcast: python -m bench.lean_loss (not yet measured: README "Memory, traced shapes").
+    Non-reentrant checkpointing needs no input-require-grads hook (the reentrant kind drops gradients of a
+    frozen input), so none is added. `train.upcast_fp32: true` restores peft's behaviour.
+    """
+    if recipe.train.upcast_fp32:
+        from peft import prepare_model_for_kbit_training
+        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(recipe.gradient_checkpointing),
+                                               gradient_checkpointing_kwargs={"use_reentrant": False})
+    for param in model.parameters():
+        param.requires_grad_(False)
+    if recipe.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model

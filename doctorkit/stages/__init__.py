@@ -145,6 +145,8 @@ def check_resume_settings(run_dir: Path, recipe) -> None:
 
 def shared_training_args(recipe, output_dir: Path, has_eval: bool, dtype: torch.dtype) -> dict:
     """TrainingArguments every stage (SFT, DPO) takes from the recipe's train section, in one place."""
+    from doctorkit.methods import resolve_optimizer
+
     t = recipe.train
     on_gpu = torch.cuda.is_available()
     return dict(
@@ -153,7 +155,7 @@ def shared_training_args(recipe, output_dir: Path, has_eval: bool, dtype: torch.
         per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size,
         gradient_accumulation_steps=t.grad_accum,
         learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler, warmup_steps=t.warmup_ratio,
-        weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, optim=t.optimizer,
+        weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, optim=resolve_optimizer(recipe),
         logging_steps=t.logging_steps, logging_first_step=True,
         save_strategy="steps", save_steps=t.save_steps, save_total_limit=t.save_total_limit,
         eval_strategy=("steps" if t.eval_steps else "no") if has_eval else "no", eval_steps=t.eval_steps,
