@@ -73,7 +73,7 @@ _cjk_font = cjk_font
 def plot_summary(summary: dict, path: Path) -> None:
     results = summary["results"]
     models = [name for name in ("model", "base") if name in results]
-    if summary["task"] == "mcq" and results["model"].get("per_subject"):
+    if results["model"].get("per_subject"):   # a task that scores per subject (mcq) gets one bar group each
         groups = ["overall"] + list(results["model"]["per_subject"])
         pick = lambda m, g: m if g == "overall" else m["per_subject"].get(g, {"accuracy": 0, "ci95": [0, 0]})  # noqa: E731
         keys = None
