@@ -14,7 +14,7 @@ import socket
 import sys
 
 from app.limits import Limits
-from doctorkit import argtypes
+from doctorkit import argtypes, sampling
 from doctorkit.errors import DoctorKitError, cli_main
 
 AUTH_ENV = "DOCTORKIT_AUTH"
@@ -30,7 +30,8 @@ def parse_args(argv):
                                                              "(needs internet and --auth)")
     parser.add_argument("--knowledge", help="knowledge-base JSONL to ground answers (default: the recipe's data.knowledge)")
     parser.add_argument("--max-input-chars", type=argtypes.positive_int, default=2000, help="longest accepted message (default 2000)")
-    parser.add_argument("--max-new-tokens", type=argtypes.positive_int, default=256, help="initial reply length limit (a slider)")
+    parser.add_argument("--max-new-tokens", type=argtypes.positive_int, default=sampling.MAX_NEW_TOKENS,
+                        help="initial reply length limit (a slider)")
     parser.add_argument("--queue-size", type=argtypes.positive_int, default=32, help="requests allowed to wait (default 32)")
     limits = Limits()  # caps that keep one request from starving everyone (app.engine.Limits)
     parser.add_argument("--max-system-chars", type=argtypes.positive_int, default=limits.max_system_chars,

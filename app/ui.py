@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from app.engine import Engine, PromptRejected
+from doctorkit import sampling
 from doctorkit.knowledge import Hit
 
 # The page must render on a hospital network with no internet: fonts the demo serves itself (gradio ships the
@@ -41,7 +42,7 @@ def describe_hits(hits: list[Hit], use_knowledge: bool) -> str:
 
 
 def build_demo(engine: Engine, max_input_chars: int | None = None, run_name: str = "",
-               max_new_tokens: int = 256) -> gr.Blocks:
+               max_new_tokens: int = sampling.MAX_NEW_TOKENS) -> gr.Blocks:
     if max_input_chars is not None:
         engine.limits.max_input_chars = max_input_chars
     max_input_chars = engine.limits.max_input_chars
@@ -130,9 +131,10 @@ def build_demo(engine: Engine, max_input_chars: int | None = None, run_name: str
             system = gr.Textbox(label="系统提示 System prompt", value=_default_system(engine), lines=2,
                                 max_length=engine.limits.max_system_chars)
             with gr.Row():
-                temperature = gr.Slider(0.0, 2.0, value=0.7, step=0.05, label="temperature (0 = greedy)")
-                top_p = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label="top_p")
-                repetition_penalty = gr.Slider(1.0, 2.0, value=1.1, step=0.05, label="repetition_penalty")
+                temperature = gr.Slider(0.0, 2.0, value=sampling.TEMPERATURE, step=0.05, label="temperature (0 = greedy)")
+                top_p = gr.Slider(0.05, 1.0, value=sampling.TOP_P, step=0.05, label="top_p")
+                repetition_penalty = gr.Slider(1.0, 2.0, value=sampling.REPETITION_PENALTY, step=0.05,
+                                               label="repetition_penalty")
                 max_new_tokens = gr.Slider(1, engine.limits.max_new_tokens, value=max_new_tokens, step=1,
                                            label="max_new_tokens")
             use_knowledge = gr.Checkbox(value=has_kb, interactive=has_kb, elem_id="use-knowledge",

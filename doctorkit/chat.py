@@ -8,15 +8,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from doctorkit import argtypes
+from doctorkit import argtypes, sampling
 from doctorkit.errors import DoctorKitError, cli_main
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--temperature", type=argtypes.non_negative_float, default=0.7, help="0 = greedy (deterministic)")
-    parser.add_argument("--top-p", type=argtypes.probability, default=0.9, help="in (0, 1]")
-    parser.add_argument("--repetition-penalty", type=argtypes.penalty, default=1.1)
-    parser.add_argument("--max-new-tokens", type=argtypes.positive_int, default=256)
+    parser.add_argument("--temperature", type=argtypes.non_negative_float, default=sampling.TEMPERATURE,
+                        help="0 = greedy (deterministic)")
+    parser.add_argument("--top-p", type=argtypes.probability, default=sampling.TOP_P, help="in (0, 1]")
+    parser.add_argument("--repetition-penalty", type=argtypes.penalty, default=sampling.REPETITION_PENALTY)
+    parser.add_argument("--max-new-tokens", type=argtypes.positive_int, default=sampling.MAX_NEW_TOKENS)
 
 
 def sampling_from_args(args) -> dict:

@@ -18,6 +18,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
+from doctorkit import sampling
 from doctorkit.data.masking import turn_terminators
 
 
@@ -62,8 +63,9 @@ def fit_prompt(tokenizer, head: list[dict], turns: list[dict], last: list[dict],
     return fitting(high)
 
 
-def sampling_kwargs(temperature: float = 0.7, top_p: float = 0.9, repetition_penalty: float = 1.1,
-                    max_new_tokens: int = 256) -> dict:
+def sampling_kwargs(temperature: float = sampling.TEMPERATURE, top_p: float = sampling.TOP_P,
+                    repetition_penalty: float = sampling.REPETITION_PENALTY,
+                    max_new_tokens: int = sampling.MAX_NEW_TOKENS) -> dict:
     kwargs = dict(max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty)
     if temperature and temperature > 0:
         kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)

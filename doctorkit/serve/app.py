@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
+from doctorkit import sampling
 from doctorkit.generation import Row, prompt_token_ids
 from doctorkit.serve.audit import AuditLog
 from doctorkit.serve.batcher import Job, QueueFull
@@ -29,7 +30,7 @@ class Limits:
     max_request_bytes: int = 64_000      # the whole JSON body
     max_prompt_tokens: int = 2048        # system + history + message + knowledge, after the chat template
     max_tokens: int = 1024               # the largest max_tokens a request may ask for
-    default_max_tokens: int = 256
+    default_max_tokens: int = sampling.MAX_NEW_TOKENS
     api_keys: list[str] = field(default_factory=list)   # empty: no key needed (loopback only, see cli)
 
 

@@ -5,6 +5,8 @@ import json
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from doctorkit import sampling
+
 
 class ApiError(Exception):
     """An error the client gets as OpenAI-shaped JSON: {"error": {"message", "type", "param", "code"}}."""
@@ -50,8 +52,8 @@ class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")   # unknown OpenAI fields (user, logprobs=false, ...) are ignored
     model: str
     messages: list[Message] = Field(min_length=1)
-    temperature: float = Field(0.7, ge=0.0, le=2.0)
-    top_p: float = Field(0.9, gt=0.0, le=1.0)
+    temperature: float = Field(sampling.TEMPERATURE, ge=0.0, le=2.0)
+    top_p: float = Field(sampling.TOP_P, gt=0.0, le=1.0)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     stop: str | list[str] | None = None
@@ -61,7 +63,7 @@ class ChatRequest(BaseModel):
     n: int = Field(1, ge=1, le=1)
     # DoctorKit extensions (openai client: extra_body={...})
     knowledge: bool = True                       # false: answer without the knowledge base
-    repetition_penalty: float = Field(1.1, ge=1.0, le=2.0)
+    repetition_penalty: float = Field(sampling.REPETITION_PENALTY, ge=1.0, le=2.0)
 
     @field_validator("stop")
     @classmethod
