@@ -20,11 +20,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from doctorkit.cost.shapes import KNOWN
+
 ROOT = Path(__file__).resolve().parent.parent
-# Qwen2.5-7B(-Instruct) config.json, as published.
-QWEN25_7B = dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-                 num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=32768, rope_theta=1e6,
-                 rms_norm_eps=1e-6, tie_word_embeddings=False, hidden_act="silu")
+# Qwen2.5-7B(-Instruct) config.json, as published: the shape from the cost estimator's table, plus the rest.
+QWEN25_7B = dict(KNOWN["qwen2.5-7b"].config_kwargs(), max_position_embeddings=32768, rope_theta=1e6,
+                 rms_norm_eps=1e-6, hidden_act="silu")
 METHOD_SETTINGS = {
     "lora": ["lora.r=16", "lora.alpha=32"],
     "qlora": ["lora.r=16", "lora.alpha=32", "quantization.bits=4", "train.optimizer=paged_adamw_8bit"],

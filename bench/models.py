@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
+from doctorkit.cost.shapes import KNOWN
 from doctorkit.tiny import build_tokenizer
 
 CACHE = Path(__file__).parent / ".cache" / "models"
@@ -24,17 +25,13 @@ def _small_llama(vocab: int) -> LlamaConfig:
 
 
 def _qwen25_1_5b(vocab: int) -> Qwen2Config:
-    # shapes from Qwen2.5-1.5B-Instruct's config.json
-    return Qwen2Config(vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
-                       num_attention_heads=12, num_key_value_heads=2, max_position_embeddings=32768,
-                       tie_word_embeddings=True, rope_theta=1e6)
+    # shapes from Qwen2.5-1.5B-Instruct's config.json (the cost estimator's table, doctorkit/cost/shapes.py)
+    return Qwen2Config(**KNOWN["qwen2.5-1.5b"].config_kwargs(), max_position_embeddings=32768, rope_theta=1e6)
 
 
 def _qwen25_7b(vocab: int) -> Qwen2Config:
-    # shapes from Qwen2.5-7B-Instruct's config.json
-    return Qwen2Config(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-                       num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=32768,
-                       tie_word_embeddings=False, rope_theta=1e6)
+    # shapes from Qwen2.5-7B-Instruct's config.json (the cost estimator's table, doctorkit/cost/shapes.py)
+    return Qwen2Config(**KNOWN["qwen2.5-7b"].config_kwargs(), max_position_embeddings=32768, rope_theta=1e6)
 
 
 BUILDERS = {"small-llama": _small_llama, "qwen2.5-1.5b-shape": _qwen25_1_5b, "qwen2.5-7b-shape": _qwen25_7b}

@@ -63,6 +63,12 @@ class Shape:
     def other_params(self) -> int:  # norms and biases: small, kept in 16/32 bit
         return (2 * self.layers + 1) * self.hidden + self.layers * (self.q_dim + 2 * self.kv_dim)
 
+    def config_kwargs(self) -> dict:
+        """The shape as transformers config keys (Qwen2Config / LlamaConfig), for building a model of it."""
+        return dict(vocab_size=self.vocab, hidden_size=self.hidden, intermediate_size=self.intermediate,
+                    num_hidden_layers=self.layers, num_attention_heads=self.heads, num_key_value_heads=self.kv_heads,
+                    tie_word_embeddings=self.tied)
+
     @property
     def total_params(self) -> int:
         return self.layers * self.layer_linear_params + self.embedding_params + self.head_params + self.other_params
