@@ -19,37 +19,8 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from doctorkit import argtypes
+from translate.glossary import GLOSSARY
 
-GLOSSARY = {
-    "doctor": "医生", "patient": "患者", "i": "我", "you": "你", "my": "我的", "your": "你的", "we": "我们",
-    "have": "有", "has": "有", "been": "", "am": "是", "is": "是", "are": "是", "it": "它", "this": "这", "that": "那",
-    "and": "和", "or": "或", "but": "但是", "not": "不", "no": "没有", "with": "伴有", "for": "为了", "of": "的",
-    "the": "", "a": "一个", "an": "一个", "to": "", "in": "在", "on": "在", "at": "在", "by": "通过", "be": "",
-    "what": "什么", "how": "如何", "why": "为什么", "should": "应该", "can": "可以", "could": "可能", "may": "可能",
-    "need": "需要", "do": "做", "take": "服用", "taking": "服用", "feel": "感觉", "feeling": "感觉", "see": "看",
-    "experiencing": "出现", "suffering": "患有", "problem": "问题", "help": "帮助", "recommend": "建议",
-    "pain": "疼痛", "headache": "头痛", "fever": "发烧", "cough": "咳嗽", "cold": "感冒", "flu": "流感",
-    "nausea": "恶心", "vomiting": "呕吐", "diarrhea": "腹泻", "dizziness": "头晕", "fatigue": "疲劳",
-    "rash": "皮疹", "itching": "瘙痒", "swelling": "肿胀", "bleeding": "出血", "infection": "感染",
-    "blood": "血", "pressure": "压力", "sugar": "糖", "heart": "心脏", "chest": "胸部", "stomach": "胃",
-    "head": "头", "back": "背部", "throat": "喉咙", "skin": "皮肤", "eye": "眼睛", "eyes": "眼睛", "ear": "耳朵",
-    "leg": "腿", "legs": "腿", "arm": "手臂", "joint": "关节", "joints": "关节", "lung": "肺", "lungs": "肺",
-    "liver": "肝脏", "kidney": "肾脏", "bone": "骨", "muscle": "肌肉", "nerve": "神经", "brain": "大脑",
-    "test": "检查", "tests": "检查", "examination": "检查", "scan": "扫描", "biopsy": "活检", "x-ray": "X光",
-    "medication": "药物", "medications": "药物", "medicine": "药", "drug": "药物", "drugs": "药物",
-    "treatment": "治疗", "therapy": "治疗", "surgery": "手术", "diagnosis": "诊断", "symptoms": "症状",
-    "symptom": "症状", "disease": "疾病", "condition": "病情", "disorder": "障碍", "chronic": "慢性",
-    "acute": "急性", "severe": "严重", "mild": "轻微", "sudden": "突然", "frequent": "频繁", "daily": "每天",
-    "day": "天", "days": "天", "week": "周", "weeks": "周", "month": "月", "months": "月", "year": "年",
-    "years": "年", "times": "次", "mg": "毫克", "dose": "剂量", "tablet": "片", "tablets": "片",
-    "hospital": "医院", "emergency": "急诊", "also": "也", "very": "非常", "more": "更多", "some": "一些",
-    "any": "任何", "other": "其他", "possible": "可能", "likely": "很可能", "based": "根据", "sounds": "听起来",
-    "like": "像", "rule": "排除", "out": "", "cause": "原因", "causes": "原因", "causing": "导致",
-    "well": "嗯", "yes": "是的", "thank": "谢谢", "thanks": "谢谢", "please": "请", "answer": "回答",
-    "question": "问题", "questions": "问题", "medical": "医疗", "description": "描述", "if": "如果",
-    "diabetes": "糖尿病", "hypertension": "高血压", "asthma": "哮喘", "cancer": "癌症", "allergy": "过敏",
-    "anxiety": "焦虑", "depression": "抑郁", "insomnia": "失眠", "panic": "惊恐", "attacks": "发作",
-}
 PUNCTUATION = {".": "。", ",": "，", "?": "？", "!": "！", ";": "；", ":": "：", "(": "（", ")": "）"}
 _TOKEN = re.compile(r"[A-Za-z][A-Za-z\-']*|\d+(?:\.\d+)?%?|\S")
 

@@ -16,7 +16,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import MarianConfig, MarianMTModel, PreTrainedTokenizerFast
 
 from doctorkit.sampledata import corpus_text
-from translate.stand_in import GLOSSARY
+from translate.glossary import GLOSSARY
 
 SEED = 4321
 VOCAB_SIZE = 3000
