@@ -123,3 +123,11 @@ def test_registered_method_trains_chats_exports_and_is_costed(ia3_run, tmp_path,
         expected, got = load_run(ia3_run).model(IDS).logits, merged(IDS).logits
     # scales folded into fp32 weights vs applied to fp32 activations: fp32 rounding (tests/numerics.py)
     torch.testing.assert_close(got, expected, atol=logits_atol(merged, expected, torch.float32), rtol=0)
+
+
+def test_no_command_compares_method_names():
+    """Commands ask the registered method (doctorkit.methods) instead of branching on its name."""
+    offenders = [f"{path.relative_to(ROOT)}:{n}" for folder in ("doctorkit", "app", "translate")
+                 for path in sorted((ROOT / folder).rglob("*.py")) if "methods" not in path.relative_to(ROOT).parts
+                 for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if "method ==" in line]
+    assert offenders == []
