@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from peft import LoraConfig, PeftModel, get_peft_model
-
 from doctorkit.errors import DoctorKitError
 
 PEFT_ADAPTER = True  # adapter/ is a PEFT LoRA adapter (doctorkit.serve, vLLM --lora-modules)
@@ -26,7 +24,9 @@ def load_kwargs(recipe) -> dict:
     return {}
 
 
-def peft_config(recipe) -> LoraConfig:
+def peft_config(recipe):
+    from peft import LoraConfig  # peft (and transformers) load only when a model is built: cost/doctor stay light
+
     cfg = recipe.lora
     return LoraConfig(
         r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=cfg.target_modules,
@@ -37,10 +37,14 @@ def peft_config(recipe) -> LoraConfig:
 def wrap(model, recipe):
     validate(recipe)
     try:
+        from peft import get_peft_model
+
         return get_peft_model(model, peft_config(recipe))
     except ValueError as err:  # e.g. target_modules that match nothing in this model
         raise DoctorKitError(f"lora.target_modules: {str(err).splitlines()[0]}") from None
 
 
 def load(base_model, run_dir: Path):
+    from peft import PeftModel
+
     return PeftModel.from_pretrained(base_model, Path(run_dir) / "adapter")

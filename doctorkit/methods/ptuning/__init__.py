@@ -9,11 +9,11 @@ import warnings
 from pathlib import Path
 
 from doctorkit.errors import DoctorKitError
-from doctorkit.methods.ptuning.prefix import CONFIG_FILE, WEIGHTS_FILE, PrefixConfig, PrefixTunedModel, load_prefix_model
 
 PEFT_ADAPTER = False  # our own prefix module, not PEFT: vLLM cannot serve it; doctorkit.serve batches it apart
 
-ADAPTER_CONFIG, ADAPTER_WEIGHTS = CONFIG_FILE, (WEIGHTS_FILE,)  # what save_pretrained writes
+CONFIG_FILE, WEIGHTS_FILE = "prefix_config.json", "prefix.safetensors"   # what prefix.py's save_pretrained writes
+ADAPTER_CONFIG, ADAPTER_WEIGHTS = CONFIG_FILE, (WEIGHTS_FILE,)
 RESUME_KEYS = ("ptuning.pre_seq_len", "ptuning.prefix_projection", "ptuning.prefix_hidden_size")
 GRADIENT_CHECKPOINTING = False  # works with our prefix cache; recipes/ptuning.yaml turns it on for memory
 
@@ -46,7 +46,9 @@ def load_kwargs(recipe) -> dict:
                                               q.quant_type, q.double_quant)}
 
 
-def prefix_config(model, recipe) -> PrefixConfig:
+def prefix_config(model, recipe):
+    from doctorkit.methods.ptuning.prefix import PrefixConfig  # transformers loads only with a model
+
     cfg = recipe.ptuning
     try:
         return PrefixConfig.for_model(model.config, cfg.pre_seq_len, cfg.prefix_projection, cfg.prefix_hidden_size,
@@ -58,6 +60,8 @@ def prefix_config(model, recipe) -> PrefixConfig:
 
 def wrap(model, recipe):
     validate(recipe)
+    from doctorkit.methods.ptuning.prefix import PrefixTunedModel
+
     model = PrefixTunedModel(model, prefix_config(model, recipe))
     if recipe.ptuning.prefix_projection:
         warn_projection(model)
@@ -74,4 +78,6 @@ def warn_projection(model) -> None:
 
 
 def load(base_model, run_dir: Path):
+    from doctorkit.methods.ptuning.prefix import load_prefix_model
+
     return load_prefix_model(base_model, Path(run_dir) / "adapter")
