@@ -134,18 +134,26 @@ def recipe_fits(gpus: list[dict], recipes_dir: Path = RECIPES_DIR) -> list[dict]
     from doctorkit.errors import DoctorKitError
     from doctorkit.recipe import load_recipe
 
+    from doctorkit.packing import resolve as packing_layout
+
     rows = []
     for path in sorted(recipes_dir.glob("*.yaml")):
         try:
             recipe = load_recipe(path)
+            # attn_implementation auto: transformers picks sdpa; packed runs then get the layout packing.resolve gives
+            attention = "sdpa" if recipe.attn_implementation == "auto" else recipe.attn_implementation
+            packing = ("/".join(packing_layout(recipe.data.packing_layout, attention, bool(gpus)))
+                       if recipe.data.packing else None)
             if recipe.model.startswith("builtin:"):   # the embedded test model runs anywhere, CPU included
                 rows.append({"recipe": path.name, "model": recipe.model, "method": recipe.method,
+                             "attention": attention, "packing": packing,
                              "peak_memory_bytes": None, "gpus": [], "cheapest_catalog_gpu": None})
                 continue
             job = job_from_recipe(recipe, resolve_shape(recipe.model)[0], recipe.train.max_seq_len)
         except DoctorKitError:
             continue   # not a training recipe (translate.yaml) or a model the estimator does not know
-        row = {"recipe": path.name, "model": recipe.model, "method": recipe.method, "batch_size": job.batch,
+        row = {"recipe": path.name, "model": recipe.model, "method": recipe.method, "attention": attention,
+               "packing": packing, "batch_size": job.batch,
                "seq_len": job.seq, "peak_memory_bytes": int(peak_bytes(job)),
                "gpus": [{"index": g["index"], "largest_batch": largest_batch_that_fits(job, g["memory_bytes"])}
                         for g in gpus]}
@@ -235,6 +243,9 @@ def render(r: dict) -> str:
         lines.append(f"  {row['recipe']:<24}{row['method']:<9}{row['model'][:26]:<27}{peak:>9}  {_recipe_cells(row, r['gpus'])}")
     lines.append("  (peak: the cost estimator at the recipe's batch and train.max_seq_len; "
                  + ("batch N: the largest batch that fits that GPU)" if r["gpus"] else "doctorkit cost RECIPE for hours and $)"))
+    packed = [f"{row['recipe']} {row['packing']}" for row in r["recipes"] if row.get("packing")]
+    if packed:   # which packed layout / attention a run gets here (README "Packing and attention backends")
+        lines.append("  packing layout/attention on this machine: " + ", ".join(packed))
     return "\n".join(lines)
 
 

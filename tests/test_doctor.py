@@ -137,3 +137,15 @@ def test_recipes_folder_can_be_named_as_an_installed_bundle_does(tmp_path, monke
     shutil.copytree(tmp_path / "mine", tmp_path / "recipes")   # no --recipes: ./recipes of the bundle folder
     assert doctor.main(["--json"]) == 0
     assert [r["recipe"] for r in json.loads(capsys.readouterr().out)["recipes"]] == ["qlora.yaml"]
+
+
+def test_packed_recipes_say_which_layout_and_attention_they_get(monkeypatch):
+    """Issue 20: a packed recipe's layout follows its attention and the device (doctorkit.packing.resolve)."""
+    from doctorkit.packing import SDPA_BY_DOCUMENT
+
+    rows = {r["recipe"]: r for r in doctor.recipe_fits([])}
+    packed = [r for r in rows.values() if r["packing"]]
+    assert packed and all(r["packing"] == f"varlen/{SDPA_BY_DOCUMENT}" for r in packed if r["attention"] == "sdpa")
+    gpu = [{"index": 0, "memory_bytes": 80 * GiB}]
+    rows = {r["recipe"]: r for r in doctor.recipe_fits(gpu)}
+    assert all(r["packing"] == "rows/sdpa" for r in rows.values() if r["packing"] and r["attention"] == "sdpa")

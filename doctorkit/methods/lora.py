@@ -33,7 +33,7 @@ def load_kwargs(recipe) -> dict:
 
 
 def peft_config(recipe):
-    from peft import LoraConfig  # peft only when training or loading: cost and doctor read this module's facts
+    from peft import LoraConfig  # peft (and transformers) load only when a model is built: cost/doctor stay light
 
     cfg = recipe.lora
     return LoraConfig(
@@ -43,10 +43,10 @@ def peft_config(recipe):
 
 
 def wrap(model, recipe):
-    from peft import get_peft_model
-
     validate(recipe)
     try:
+        from peft import get_peft_model
+
         return get_peft_model(model, peft_config(recipe))
     except ValueError as err:  # e.g. target_modules that match nothing in this model
         raise DoctorKitError(f"lora.target_modules: {str(err).splitlines()[0]}") from None

@@ -12,20 +12,13 @@ from doctorkit.errors import DoctorKitError
 
 PEFT_ADAPTER = False  # our own prefix module, not PEFT: vLLM cannot serve it; doctorkit.serve batches it apart
 
+CONFIG_FILE, WEIGHTS_FILE = "prefix_config.json", "prefix.safetensors"   # what prefix.py's save_pretrained writes
+ADAPTER_CONFIG, ADAPTER_WEIGHTS = CONFIG_FILE, (WEIGHTS_FILE,)
 RESUME_KEYS = ("ptuning.pre_seq_len", "ptuning.prefix_projection", "ptuning.prefix_hidden_size")
 GRADIENT_CHECKPOINTING = False  # works with our prefix cache; recipes/ptuning.yaml turns it on for memory
 SECTION = "ptuning"
 MERGES = False  # the prefix adds attention positions, not weight deltas: export() writes prefix + loader
 COST_TERMS = {"adapter": "prefix"}  # doctorkit.cost.job.Job: key/value prefixes in every layer
-
-
-def __getattr__(name):
-    """ADAPTER_CONFIG, ADAPTER_WEIGHTS: what the prefix's save_pretrained writes (prefix.py, which imports
-    transformers, is read only when they are asked for: cost and doctor import this module for its facts)."""
-    if name in ("ADAPTER_CONFIG", "ADAPTER_WEIGHTS"):
-        from doctorkit.methods.ptuning.prefix import CONFIG_FILE, WEIGHTS_FILE
-        return CONFIG_FILE if name == "ADAPTER_CONFIG" else (WEIGHTS_FILE,)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def weight_bits(recipe):
@@ -79,8 +72,7 @@ def load_kwargs(recipe) -> dict:
 
 
 def prefix_config(model, recipe):
-    # prefix.py imports transformers: only when training or loading (cost and doctor read this module's facts)
-    from doctorkit.methods.ptuning.prefix import PrefixConfig
+    from doctorkit.methods.ptuning.prefix import PrefixConfig  # transformers loads only with a model
 
     cfg = recipe.ptuning
     try:
@@ -92,9 +84,9 @@ def prefix_config(model, recipe):
 
 
 def wrap(model, recipe):
+    validate(recipe)
     from doctorkit.methods.ptuning.prefix import PrefixTunedModel
 
-    validate(recipe)
     model = PrefixTunedModel(model, prefix_config(model, recipe))
     if recipe.ptuning.prefix_projection:
         warn_projection(model)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
-CONFIG_FILE, WEIGHTS_FILE = "prefix_config.json", "prefix.safetensors"
+from doctorkit.methods.ptuning import CONFIG_FILE, WEIGHTS_FILE  # noqa: E402  (the file names, one place)
 
 
 @dataclass
