@@ -1,5 +1,6 @@
 """Knowledge base + prompt designer: retrieval on our sample KB, threshold, budget, malformed lines."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -167,3 +168,10 @@ def test_training_data_is_grounded_like_serving(tokenizer):
     # knowledge is context, never a training target: the supervised tokens are the same as without it
     supervised = [[t for t, lab in zip(r["input_ids"], r["labels"]) if lab != -100] for r in (row, plain_rows[0])]
     assert supervised[0] == supervised[1]
+
+
+def test_kb_in_gb18030_reads_as_the_utf8_one(kb, tmp_path):
+    """Knowledge bases go through the training data's encoding detector (doctorkit.data.readers.read_text)."""
+    legacy = tmp_path / "kb_gb18030.jsonl"
+    legacy.write_bytes(Path(KB_PATH).read_text(encoding="utf-8").encode("gb18030"))
+    assert [e.name for e in KnowledgeBase.load(legacy).entries] == [e.name for e in kb.entries]

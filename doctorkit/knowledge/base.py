@@ -130,10 +130,12 @@ class KnowledgeBase:
         path = Path(path)
         if not path.is_file():
             raise DoctorKitError(f"{path}: knowledge base not found")
+        from doctorkit.data.readers import read_text   # the one encoding detector (UTF-8, GB18030, ...)
+
         try:
-            text = path.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError as err:
-            raise DoctorKitError(f"{path}: not UTF-8 text (byte {err.start}); save the KB as UTF-8") from None
+            text = read_text(path)
+        except DoctorKitError:
+            raise DoctorKitError(f"{path}: cannot tell the knowledge base's text encoding; save it as UTF-8") from None
         entries, skipped, seen = [], [], {}
         for number, line in enumerate(text.splitlines(), 1):
             if not line.strip():
