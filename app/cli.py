@@ -84,9 +84,8 @@ def main(argv: list[str] | None = None) -> int:
                              f"(or {AUTH_ENV}) too")
     check_port_free(args.host, args.port)
 
-    from doctorkit.rundir import RECIPE, load_run, read_run_recipe
-    if not os.path.isfile(os.path.join(args.run_dir, "config.json")) or \
-            os.path.isfile(os.path.join(args.run_dir, RECIPE)):
+    from doctorkit.rundir import is_exported_model, load_run, read_run_recipe
+    if not is_exported_model(args.run_dir):
         recipe = read_run_recipe(args.run_dir)   # missing / half-written run: one line, before the slow part
     else:
         recipe = None

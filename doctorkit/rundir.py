@@ -78,6 +78,11 @@ def read_run_recipe(run_dir: str | Path):
     return recipe
 
 
+def is_exported_model(path: str | Path) -> bool:
+    """A folder written by doctorkit.export (config.json + weights, no recipe.yaml) rather than a run directory."""
+    return (Path(path) / "config.json").is_file() and not (Path(path) / RECIPE).is_file()
+
+
 def load_run(run_dir: str | Path, device: str | None = None) -> Run:
     """Base model + trained parameters + tokenizer, in eval mode, ready to generate."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -88,7 +93,7 @@ def load_run(run_dir: str | Path, device: str | None = None) -> Run:
     run_dir = Path(run_dir)
     if run_dir.is_dir():
         log_to(run_dir)   # chat / demo / evaluate: library messages go to RUN/library.log (doctorkit.noise)
-    if (run_dir / "config.json").is_file() and not (run_dir / RECIPE).is_file():  # exported model folder
+    if is_exported_model(run_dir):
         check_model_folder(run_dir)
         with loading(run_dir):
             model = AutoModelForCausalLM.from_pretrained(run_dir, dtype=resolve_dtype("auto"))
