@@ -23,6 +23,7 @@ import psutil
 import torch
 import transformers
 
+import doctorkit.stages.sft as dk_sft
 import doctorkit.train as dk_train
 from doctorkit.recipe import Recipe
 
@@ -84,7 +85,7 @@ def with_trainer_extra(extra: dict) -> None:
     """Bench-only switches that are not recipe keys (torch_compile, ...): set on the TrainingArguments."""
     if not extra:
         return
-    original = dk_train.trainer_args
+    original = dk_sft.trainer_args
 
     def patched(*args, **kwargs):
         targs = original(*args, **kwargs)
@@ -92,7 +93,7 @@ def with_trainer_extra(extra: dict) -> None:
             setattr(targs, key, value)
         return targs
 
-    dk_train.trainer_args = patched
+    dk_sft.trainer_args = patched   # the SFT stage's module: its _train looks the name up there
 
 
 def run_ours(recipe: Recipe) -> None:
@@ -130,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     install_hooks()
     with_trainer_extra(spec.get("trainer_extra") or {})
-    for flag, value in (spec.get("train_flags") or {}).items():  # module switches of doctorkit.train
-        setattr(dk_train, flag, value)
+    for flag, value in (spec.get("train_flags") or {}).items():  # module switches of the SFT stage
+        setattr(dk_sft, flag, value)
     with tempfile.TemporaryDirectory(prefix="doctorkit-bench-") as tmp:
         recipe = Recipe.model_validate({**spec["recipe"], "output_dir": str(Path(tmp) / "run")})
         (run_ours if spec["arm"] == "ours" else run_baseline)(recipe)

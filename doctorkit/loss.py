@@ -6,7 +6,7 @@ is taken from the model (it asks the LM head for one position only, `logits_to_k
 label -100 are dropped, and each chunk's logits are computed inside a checkpoint so that backward recomputes
 them instead of keeping them: at most one chunk's logits (chunk x vocab) exist at a time.
 
-On GPUs TRL's fused LM head (a Triton kernel with the same property) is used instead (doctorkit/train.py); this
+On GPUs TRL's fused LM head (a Triton kernel with the same property) is used instead (doctorkit/stages/sft.py); this
 torch version is what runs where that kernel does not (CPU), and what the equality test checks against the plain loss.
 Hand-written because no installed library offers a chunked CE that takes a transformers model as it is
 (Liger / Cut Cross-Entropy are CUDA-only and not installed here).

@@ -1,6 +1,7 @@
 """Training stages and the run-directory lifecycle they share.
 
-SFT is doctorkit.train (the command's own stage), DPO doctorkit.stages.dpo. Every stage runs through `run_stage`: prepare the run directory (rank 0 takes its lock; the rank barriers of
+SFT is doctorkit.stages.sft, DPO doctorkit.stages.dpo; `python -m doctorkit.train` picks one. Every stage runs
+through `run_stage`: prepare the run directory (rank 0 takes its lock; the rank barriers of
 prepare_run_dir), then the stage's own body (data report, trainer, metrics), then `finish_run` (tokenizer,
 metrics.json, the loss picture, recipe.yaml last as the mark of a finished run) and `evaluate_after` (eval.*).
 The stage a recipe runs under is its method's STAGE (doctorkit.methods); STAGES maps it to the stage's module.
@@ -20,7 +21,7 @@ from doctorkit.rundir import (ADAPTER, CHECKPOINTS, LOCK, LOSS_PNG, METRICS, REC
                               changed_resume_keys, recipe_value, resumable_checkpoint, write_metrics)
 
 # stage name (a method's STAGE) -> the module whose train(recipe, resume, overwrite) runs it
-STAGES = {"sft": "doctorkit.train", "dpo": "doctorkit.stages.dpo"}
+STAGES = {"sft": "doctorkit.stages.sft", "dpo": "doctorkit.stages.dpo"}
 STARTED_RECIPE = Path(CHECKPOINTS) / RECIPE  # the recipe a run started with: --resume compares against it
 
 
