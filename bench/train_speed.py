@@ -254,8 +254,9 @@ def print_table(records: list[dict]) -> None:
           f"{'wall s':>9}{'MFU':>8}{'ratio':>7}")
     for r in records:
         ratio = r.get("ratio_supervised_tokens_per_s")
+        mfu = f"{r['mfu']:.2%}" if r["mfu"] is not None else "-"   # null on a CPU (no vendor peak)
         print(f"{r['model']:<20}{r['arm']:<9}{r['variant']:<24}{r['tokens_per_s']:>9.0f}{r['supervised_tokens_per_s']:>11.0f}"
-              f"{r['padding_share']:>7.0%}{r['peak_memory_bytes'] / 2**20:>10.0f}{r['wall_s']:>9.1f}{r['mfu']:>8.2%}"
+              f"{r['padding_share']:>7.0%}{r['peak_memory_bytes'] / 2**20:>10.0f}{r['wall_s']:>9.1f}{mfu:>8}"
               f"{(f'{ratio:.2f}x' if ratio else ''):>7}")
 
 

@@ -134,6 +134,7 @@ def test_calibration_contract_device_names_baseline_arms_and_hours(capsys, tmp_p
                {"gpu": "cpu", "method": "lora", "arm": "ours", "mfu": 0.9},
                {"gpu": "NVIDIA L40S", "method": "lora", "arm": "ours", "mfu": 0.9}]   # no catalog peak: skipped
     (tmp_path / "gpu-run.json").write_text(json.dumps({"results": records}), encoding="utf-8")
+    (tmp_path / "none").mkdir()   # an empty results folder: the default efficiency (a missing one is an error)
     default = estimate_json(capsys, QUICK, "--gpu", "h100-80gb", "--results", str(tmp_path / "none"))
     measured = estimate_json(capsys, QUICK, "--gpu", "h100-80gb", "--results", str(tmp_path))
     assert default["efficiency"] == 0.35 and measured["efficiency"] == 0.5      # median of [0.5], baseline left out
