@@ -144,3 +144,19 @@ def test_prefix_projection_warns_with_the_growth():
         get_method("ptuning").wrap(build_tiny()[0], recipe)
     # 4 x 2 layers x 2 x 32 = 512 plain; embedding 4x64 + 64x256+256 + 256x128+128 = 49,792 with the MLP
     assert "49,792 trainable parameters instead of 512" in str(caught[0].message)
+
+
+def test_prefix_module_stands_alone_and_names_the_files_the_method_checks():
+    """prefix.py is copied into P-tuning exports that load without DoctorKit installed: it imports nothing of the
+    kit, and its file names are the ones doctorkit.methods.ptuning checks before loading a run."""
+    import ast
+    import inspect
+
+    import doctorkit.methods.ptuning as method
+    import doctorkit.methods.ptuning.prefix as prefix
+
+    tree = ast.parse(inspect.getsource(prefix))
+    imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert not [m for m in imported if m.startswith("doctorkit")]
+    assert (prefix.CONFIG_FILE, prefix.WEIGHTS_FILE) == (method.CONFIG_FILE, method.WEIGHTS_FILE)

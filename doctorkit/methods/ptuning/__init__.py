@@ -12,7 +12,7 @@ from doctorkit.errors import DoctorKitError
 
 PEFT_ADAPTER = False  # our own prefix module, not PEFT: vLLM cannot serve it; doctorkit.serve batches it apart
 
-CONFIG_FILE, WEIGHTS_FILE = "prefix_config.json", "prefix.safetensors"   # what prefix.py's save_pretrained writes
+CONFIG_FILE, WEIGHTS_FILE = "prefix_config.json", "prefix.safetensors"   # prefix.py names them too (it is copied into exports)
 ADAPTER_CONFIG, ADAPTER_WEIGHTS = CONFIG_FILE, (WEIGHTS_FILE,)
 RESUME_KEYS = ("ptuning.pre_seq_len", "ptuning.prefix_projection", "ptuning.prefix_hidden_size")
 GRADIENT_CHECKPOINTING = False  # works with our prefix cache; recipes/ptuning.yaml turns it on for memory

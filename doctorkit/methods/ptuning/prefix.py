@@ -25,7 +25,10 @@ import torch
 from torch import nn
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
-from doctorkit.methods.ptuning import CONFIG_FILE, WEIGHTS_FILE  # noqa: E402  (the file names, one place)
+# This file is copied as it is into P-tuning exports (doctorkit.export), where DoctorKit is not installed: it
+# imports nothing of the kit and names its own files. doctorkit.methods.ptuning repeats the two names without
+# importing this module (transformers loads only with a model); tests/test_ptuning.py checks they agree.
+CONFIG_FILE, WEIGHTS_FILE = "prefix_config.json", "prefix.safetensors"
 
 
 @dataclass
