@@ -9,9 +9,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import torch
 
 from doctorkit.errors import DoctorKitError
+from serve_fixtures import make_lora_run
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -23,22 +23,7 @@ QUESTION = "医生您好，我一边脑袋跳着疼，还怕光，怎么办？" 
 def make_run(run_dir: Path) -> Path:
     """A quickstart-shaped run directory without the minute of training: builtin:tiny + a LoRA adapter whose
     B matrices are random instead of zero, so the tuned model answers differently from its base."""
-    from doctorkit.methods import get_method
-    from doctorkit.recipe import Recipe, save_recipe
-    from doctorkit.tiny import build_tiny
-
-    recipe = Recipe(output_dir=str(run_dir))
-    model, tokenizer = build_tiny()
-    model = get_method("lora").wrap(model, recipe)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
-    model.save_pretrained(run_dir / "adapter")
-    tokenizer.save_pretrained(run_dir / "tokenizer")
-    save_recipe(recipe, run_dir / "recipe.yaml")
-    return run_dir
+    return make_lora_run(run_dir, seed=0)
 
 
 @pytest.fixture(scope="module")
