@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 
@@ -89,3 +90,13 @@ class ServerThread:
         self.thread.join(timeout=10)
         for batcher in self.batchers.values():
             batcher.close()
+
+
+def one_line_exit(run, argv, capsys) -> str:
+    """`run(argv)` must stop with exit 2 and one stderr line, no traceback; returns that line (serve and demo)."""
+    with pytest.raises(SystemExit) as stopped:
+        run(argv)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err
+    return err

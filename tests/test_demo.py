@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from doctorkit.errors import DoctorKitError
-from serve_fixtures import make_lora_run
+from serve_fixtures import make_lora_run, one_line_exit
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -41,12 +41,7 @@ def free_port() -> int:
 
 def demo_error(argv, capsys) -> str:
     from app import run
-    with pytest.raises(SystemExit) as stopped:
-        run(argv)
-    assert stopped.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "Traceback" not in err
-    return err
+    return one_line_exit(run, argv, capsys)
 
 
 def test_missing_or_half_written_run_dir_is_one_line(tmp_path, capsys):

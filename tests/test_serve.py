@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from serve_fixtures import ServerThread, make_lora_run, make_ptuning_run
+from serve_fixtures import ServerThread, make_lora_run, make_ptuning_run, one_line_exit
 
 QUESTION = [{"role": "user", "content": "头痛怎么办？"}]
 GREEDY = dict(temperature=0, max_tokens=12)
@@ -228,12 +228,7 @@ def test_logged_content_is_de_identified():
 
 def serve_error(argv, capsys) -> str:
     from doctorkit.serve import run
-    with pytest.raises(SystemExit) as stopped:
-        run(argv)
-    assert stopped.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "Traceback" not in err
-    return err
+    return one_line_exit(run, argv, capsys)
 
 
 def test_unsafe_or_broken_starts_are_one_line(runs, tmp_path, capsys, monkeypatch):
