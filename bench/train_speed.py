@@ -39,6 +39,10 @@ VARIANTS = {
     "packing": {"set": {"data.packing": True}, "rows": True},  # data.packing_layout auto (doctorkit/packing.py)
     "packing-varlen": {"set": {"data.packing": True, "data.packing_layout": "varlen"}, "rows": True},
     "packing-rows": {"set": {"data.packing": True, "data.packing_layout": "rows"}, "rows": True},
+    # packing with the recipe's own batch_size (that many packed rows of max_seq_len): what flipping
+    # data.packing in a recipe does, and what the LLaMA-Factory side-by-side of issue 20 compared. Steps are
+    # bigger (more tokens each) and fewer than the other arms', so it is not a same-step-size comparison.
+    "packing-batch": {"set": {"data.packing": True}},
     "packing-rows-eager": {"set": {"data.packing": True, "data.packing_layout": "rows", "attn_implementation": "eager"},
                            "rows": True},
     "packing-flex": {"set": {"data.packing": True, "attn_implementation": "flex_attention"}, "rows": True},  # GPU
@@ -246,18 +250,39 @@ def bench_model(args, name: str, data_path: Path | None, peak: float, gpu: str, 
             record["ratio_supervised_tokens_per_cpu_s"] = round(
                 figures["supervised_tokens_per_cpu_s"] / baseline["supervised_tokens_per_cpu_s"], 3)
         records.append(record)
+    add_grouped_ratios(records)
     return records
+
+
+def add_grouped_ratios(records: list[dict]) -> None:
+    """Each packing arm against the length-grouped arm of the same run, and the padding ceiling.
+
+    At the same tokens per step, packing can only save the positions grouping still pads: it is at most
+    1 / (1 - grouped padding share) times faster, whatever the attention layout (the ceiling printed).
+    """
+    grouped = next((r for r in records if r["variant"] == "group_by_length"), None)
+    if grouped is None:
+        return
+    grouped["padding_ceiling_for_packing"] = round(1 / (1 - grouped["padding_share"]), 3)
+    for r in records:
+        if r["variant"].startswith("packing"):
+            for key in ("supervised_tokens_per_s", "supervised_tokens_per_cpu_s"):
+                r[f"vs_group_by_length_{key}"] = round(r[key] / grouped[key], 3)
 
 
 def print_table(records: list[dict]) -> None:
     print(f"{'model':<20}{'arm':<9}{'variant':<24}{'tok/s':>9}{'sup tok/s':>11}{'pad':>7}{'peak MiB':>10}"
-          f"{'wall s':>9}{'MFU':>8}{'ratio':>7}")
+          f"{'wall s':>9}{'MFU':>8}{'ratio':>7}{'vs grouped':>11}")
     for r in records:
         ratio = r.get("ratio_supervised_tokens_per_s")
         mfu = f"{r['mfu']:.2%}" if r["mfu"] is not None else "-"   # null on a CPU (no vendor peak)
         print(f"{r['model']:<20}{r['arm']:<9}{r['variant']:<24}{r['tokens_per_s']:>9.0f}{r['supervised_tokens_per_s']:>11.0f}"
               f"{r['padding_share']:>7.0%}{r['peak_memory_bytes'] / 2**20:>10.0f}{r['wall_s']:>9.1f}{mfu:>8}"
-              f"{(f'{ratio:.2f}x' if ratio else ''):>7}")
+              f"{(f'{ratio:.2f}x' if ratio else ''):>7}"
+              f"{(f'{vs:.2f}x' if (vs := r.get('vs_group_by_length_supervised_tokens_per_s')) else ''):>11}")
+        if "padding_ceiling_for_packing" in r:
+            print(f"{'':<29}(packing at the same tokens per step can be at most "
+                  f"{r['padding_ceiling_for_packing']:.2f}x this arm: its padding share)")
 
 
 def main(argv: list[str] | None = None) -> int:
