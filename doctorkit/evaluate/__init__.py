@@ -4,7 +4,8 @@ CLI: `python -m doctorkit.evaluate RUN_DIR|MODEL --data FILE --task dialog|mcq [
 Python: `evaluate(target, data, task, ...)`, `evaluate_model(model, tokenizer, data, task, out_dir, ...)`
 (the demo's compare view), `evaluate_after_training(run_dir, recipe)` (doctorkit.train, eval.* keys).
 Tasks (each with its own options) live in doctorkit/evaluate/tasks/, one file each, or come from
-`register(name, task)`; exam layouts (CMB, CMExam, MedQA, ...) in doctorkit/evaluate/exams/, one file each; `--suite SUITE.yaml` (tuned vs base on several exams) in suite.py.
+`register(name, task)`; exam layouts (CMB, CMExam, MedQA, ...) in doctorkit/evaluate/exams/, one file each;
+`--suite SUITE.yaml` (tuned vs base on several exams) in suite.py.
 """
 from doctorkit.evaluate.command import main, run
 from doctorkit.evaluate.report import format_summary

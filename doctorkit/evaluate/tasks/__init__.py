@@ -109,7 +109,7 @@ class Task:
             return TypeAdapter(self.Options).validate_python(values | shared)
         except ValidationError as err:
             first = err.errors()[0]
-            key = ".".join(str(p) for p in first["loc"][:1])
+            key = first["loc"][0] if first["loc"] else "?"
             raise DoctorKitError(f"task {self.name}: option '{key}': {first['msg']} (got {first.get('input')!r})") from None
 
 
