@@ -129,6 +129,7 @@ class DpoConfig(Section):
 class EvalConfig(Section):
     data: Optional[str] = None       # evaluate after training on this file
     task: str = "dialog"             # any task in doctorkit/evaluate/tasks/ (checked before training: get_task)
+    options: dict[str, Any] = Field(default_factory=dict)  # the task's own options, e.g. {mode: generate} for mcq
     max_samples: Optional[int] = Field(200, ge=1)
     max_new_tokens: int = Field(256, ge=1)
     base: bool = False               # also evaluate the base model and print the difference

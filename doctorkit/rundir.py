@@ -9,6 +9,7 @@
       tb/             TensorBoard logs
       checkpoints/    Trainer checkpoints for --resume
       .lock           held (flock) by the process training into the folder; names its PID
+      eval/<task>-<data>/  evaluation results (predictions.jsonl, base_predictions.jsonl, metrics.json, eval.png)
 
 recipe.yaml is written last (every file atomically, doctorkit.atomic): its presence marks a finished run.
 An exported model folder (config.json + weights, no recipe.yaml) loads the same way for chat and demo.
@@ -78,9 +79,14 @@ def read_run_recipe(run_dir: str | Path):
     return recipe
 
 
+def is_run_dir(path: str | Path) -> bool:
+    """A folder training wrote (recipe.yaml present), finished or not; read_run_recipe says what is missing."""
+    return (Path(path) / RECIPE).is_file()
+
+
 def is_exported_model(path: str | Path) -> bool:
     """A folder written by doctorkit.export (config.json + weights, no recipe.yaml) rather than a run directory."""
-    return (Path(path) / "config.json").is_file() and not (Path(path) / RECIPE).is_file()
+    return (Path(path) / "config.json").is_file() and not is_run_dir(path)
 
 
 def load_run(run_dir: str | Path, device: str | None = None) -> Run:
@@ -116,6 +122,53 @@ def _ready(model, device):
     model.eval()
     model.config.use_cache = True  # generation needs the cache (and P-tuning's prefix lives in it)
     return model
+
+
+# ---------------------------------------------------- evaluation results ---
+# RESULTS = RUN_DIR/eval/<task>-<data>/ (or evaluate --out): one predictions file per model scored, the chart,
+# metrics.json (every number printed) last. A suite writes suite.json beside one such folder per exam.
+EVAL, EVAL_PNG, SUITE = "eval", "eval.png", "suite.json"
+PREDICTIONS = {"model": "predictions.jsonl", "base": "base_predictions.jsonl"}
+
+
+def eval_dir(run_dir: str | Path | None, *names: str) -> Path:
+    """Default results folder: RUN_DIR/eval/NAME..., or runs/eval/NAME... for a model that is no run directory."""
+    return Path(run_dir if run_dir is not None else "runs", EVAL, *names)
+
+
+def write_eval(out_dir: str | Path, summary: dict, records: dict[str, list[dict]], draw) -> dict:
+    """Write RESULTS/: predictions per model ({"model": rows, "base": rows}), the chart (`draw(summary, path)`),
+    then metrics.json holding `summary`, to which the file names and the folder are added (and returned)."""
+    from doctorkit import atomic
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary["files"] = {}
+    for which, rows in records.items():
+        atomic.write_text(out / PREDICTIONS[which], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        summary["files"][which] = PREDICTIONS[which]
+    summary["out_dir"] = str(out)
+    draw(summary, out / EVAL_PNG)
+    write_metrics(out, summary)
+    return summary
+
+
+def read_predictions(out_dir: str | Path, which: str = "model") -> list[dict]:
+    path = Path(out_dir) / PREDICTIONS[which]
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def record_eval(run_dir: str | Path, entry: dict) -> None:
+    """RUN_DIR/metrics.json gets the evaluation after training under "eval"; training's numbers stay."""
+    metrics = read_metrics(run_dir) if (Path(run_dir) / METRICS).is_file() else {}
+    metrics["eval"] = entry
+    write_metrics(run_dir, metrics)
+
+
+def write_suite(out_dir: str | Path, result: dict) -> None:
+    from doctorkit import atomic
+
+    atomic.write_text(Path(out_dir) / SUITE, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
 
 
 # ------------------------------------------------------------ integrity ---

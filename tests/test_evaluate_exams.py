@@ -8,7 +8,7 @@ import pytest
 
 from doctorkit.data.overlap import longest_overlaps
 from doctorkit.errors import DoctorKitError
-from doctorkit.evaluate import EvalOptions, evaluate_model, main, run
+from doctorkit.evaluate import evaluate_model, main, run
 from doctorkit.evaluate.choices import best_threshold, choose_several, credit, parse_letters, pick_shots, vote
 from doctorkit.evaluate.exams import read_exam
 from doctorkit.evaluate.records import read_jsonl
@@ -130,13 +130,13 @@ def test_shots_come_from_dev_never_test(tmp_path, tiny):
     assert all(len(shots) == 2 for shots in chosen.values())
     model, tokenizer = tiny
     evaluate_model(model, tokenizer, test_path, "mcq", tmp_path / "o", max_samples=2,
-                   options=EvalOptions(shots=2, shots_from=str(dev_path)))
+                   options=mcq.Options(shots=2, shots_from=str(dev_path)))
     rows = read_jsonl(tmp_path / "o" / "predictions.jsonl")
     assert all(len(r["shots"]) == 2 and "q0" not in r["shots"] for r in rows)
-    conversation = mcq.conversations_of(read_exam(test_path).items[:1], EvalOptions(shots=2), chosen)[0]
+    conversation = mcq.conversations_of(read_exam(test_path).items[:1], mcq.Options(shots=2), chosen)[0]
     assert [t["role"] for t in conversation] == ["user", "assistant"] * 2 + ["user"]
     with pytest.raises(DoctorKitError, match="--shots needs --shots-from"):
-        mcq.shots_for(read_exam(test_path).items, EvalOptions(shots=1))
+        mcq.shots_for(read_exam(test_path).items, mcq.Options(shots=1))
 
 
 def test_self_consistency_votes_over_kept_chains(tiny, tmp_path, monkeypatch):
@@ -144,7 +144,7 @@ def test_self_consistency_votes_over_kept_chains(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(mcq, "sample_replies", lambda model, tok, convs, n, *a, **k: [next(chains) for _ in convs][:len(convs)])
     path = write("jsonl", tmp_path / "e", questions(3, seed=5, multi=True)[:2])
     model, tokenizer = tiny
-    evaluate_model(model, tokenizer, path, "mcq", tmp_path / "o", options=EvalOptions(cot=True, samples=3))
+    evaluate_model(model, tokenizer, path, "mcq", tmp_path / "o", options=mcq.Options(cot=True, samples=3))
     rows = read_jsonl(tmp_path / "o" / "predictions.jsonl")
     assert [[c["pred"] for c in r["chains"]] for r in rows] == [["A", "B", "B"], ["AC", "AC", "D"]]
     assert [r["pred"] for r in rows] == ["B", "AC"]
@@ -224,11 +224,11 @@ def test_multi_threshold_calibrates_on_dev_not_test(tiny, tmp_path):
     threshold = best_threshold(scores, [i["answer"] for i in read_exam(dev).items])
     assert all(choose_several(s, threshold) == i["answer"] for s, i in zip(scores, read_exam(dev).items))
     summary = evaluate_model(*tiny, test, "mcq", tmp_path / "o", scorer=scorer,
-                             options=EvalOptions(multi_threshold="calibrate", shots_from=str(dev)))
+                             options=mcq.Options(multi_threshold="calibrate", shots_from=str(dev)))
     rows = read_jsonl(tmp_path / "o" / "predictions.jsonl")
     multi = [r for r in rows if r["type"] == "multi"]
     assert multi and all(r["threshold"] == threshold for r in multi)
     assert all(r["pred"] == choose_several(r["scores"], r["threshold"]) for r in multi)  # recomputes from the file
     assert summary["results"]["model"]["by_type"]["multi"]["accuracy"] == 1.0
     with pytest.raises(DoctorKitError, match="calibrate needs --shots-from"):
-        evaluate_model(*tiny, test, "mcq", tmp_path / "p", scorer=scorer, options=EvalOptions(multi_threshold="calibrate"))
+        evaluate_model(*tiny, test, "mcq", tmp_path / "p", scorer=scorer, options=mcq.Options(multi_threshold="calibrate"))

@@ -3,18 +3,20 @@ or tuned vs base on several exams: `python -m doctorkit.evaluate RUN_DIR --suite
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
 from doctorkit import argtypes
 from doctorkit.errors import DoctorKitError, cli_main
-from doctorkit.evaluate.tasks import EvalOptions, available_tasks, get_task
+from doctorkit.evaluate.tasks import SHARED, available_tasks, get_task
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m doctorkit.evaluate", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="tasks:\n" + "\n".join(f"  {n:<8} {get_task(n).SUMMARY}" for n in available_tasks()))
+                                     epilog="tasks (--task NAME; its options: --option KEY=VALUE):\n"
+                                            + "\n".join(map(_task_line, available_tasks())))
     parser.add_argument("target", help="run directory, exported model folder, hub id, or builtin:tiny")
     parser.add_argument("--data", help="evaluation file (JSONL or JSON list); mcq: an exam file or folder in any "
                                        "layout; canary: defaults to RUN_DIR/canaries.jsonl")
@@ -29,42 +31,48 @@ def parse_args(argv):
     parser.add_argument("--repetition-penalty", type=argtypes.penalty, default=1.0,
                         help="1.0 (default) measures the model's own repetition instead of hiding it")
     parser.add_argument("--system", help="system prompt (default: the run's data.system_prompt)")
-    parser.add_argument("--mcq-mode", choices=["loglik", "generate"], default="loglik",
-                        help="loglik: argmax option log-likelihood; generate: parse the generated letter")
-    parser.add_argument("--mcq-score", choices=["letter", "text"], default="letter",
-                        help="loglik target: the option letter (sum log-prob) or its text (mean log-prob per token)")
-    exam = parser.add_argument_group("exams (--task mcq)")
-    exam.add_argument("--format", default="auto", help="exam layout (default: detected): " + ", ".join(_layouts()))
-    exam.add_argument("--shots", type=int, default=0, help="K solved dev questions before each question")
-    exam.add_argument("--shots-from", help="dev/validation file or folder the shots come from (never the test items)")
-    exam.add_argument("--cot", action="store_true", help="chain-of-thought: reason first, answer after 答案：")
-    exam.add_argument("--samples", type=int, default=1, help="N sampled chains per question, majority vote")
-    exam.add_argument("--temperature", type=float, default=0.7, help="sampling temperature for --samples")
-    exam.add_argument("--seed", type=int, default=0, help="sampling seed for --samples")
-    exam.add_argument("--multi-threshold", type=_threshold,
-                      help="loglik, multi-answer: choose options with probability >= this (default 1/n options), "
-                           "or 'calibrate' on the --shots-from dev file")
-    exam.add_argument("--exclude-contaminated", metavar="TRAIN_FILE",
-                      help="drop exam items sharing >= 13 characters with this training file (data overlap)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="an option of the task (repeatable); each task's options are listed below, "
+                             "the flags of some in their own group")
+    parser.add_argument("--exclude-contaminated", metavar="TRAIN_FILE",
+                        help="drop exam items sharing >= 13 characters with this training file (data overlap)")
     parser.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
+    for name in available_tasks():
+        task_flags(parser, get_task(name))
     return parser.parse_args(argv)
 
 
-def _threshold(text: str):
-    if text == "calibrate":
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a probability or 'calibrate', got {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a probability between 0 and 1, got {value}")
-    return value
+def _task_line(name: str) -> str:
+    task = get_task(name)
+    own = task.own_options()
+    return f"  {name:<8} {task.SUMMARY}" + (f"\n  {'':<8} options: {', '.join(own)}" if own else "")
 
 
-def _layouts() -> list[str]:
-    from doctorkit.evaluate.exams import layout_names
-    return layout_names()
+def task_flags(parser, task) -> None:
+    """A group per task: the options its Options fields name a flag for (--mcq-mode, --shots, ...), each stored
+    under `option:FIELD` and unset unless given, so only flags given on the command line reach the task."""
+    declared = [f for f in dataclasses.fields(task.Options) if f.name not in SHARED and f.metadata.get("flag")]
+    group = parser.add_argument_group(f"{task.name} options (--task {task.name})") if declared else None
+    for field in declared:
+        kind = {"action": "store_const", "const": True} if field.type in (bool, "bool") else {"metavar": "VALUE"}
+        default = f" (default: {field.default})" if field.default not in (None, False) else ""
+        try:
+            group.add_argument(field.metadata["flag"], dest=f"option:{field.name}", default=None,
+                               help=field.metadata.get("help", "") + default, **kind)
+        except argparse.ArgumentError:   # another task declared the flag first: it reaches whichever task is chosen
+            pass
+
+
+def option_values(args) -> dict:
+    """The task's options from --option KEY=VALUE and from its flags, as given (the task converts them)."""
+    values = {key.split(":", 1)[1]: value for key, value in vars(args).items()
+              if key.startswith("option:") and value is not None}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise DoctorKitError(f"--option {item}: expected KEY=VALUE")
+        values[key.strip()] = value
+    return values
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,13 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         if default is None or not Path(args.target).is_dir():
             raise DoctorKitError(f"--data is required for --task {args.task}")
         args.data = str(Path(args.target) / default)
-    if args.samples < 1 or args.shots < 0:
-        raise DoctorKitError("--samples must be >= 1 and --shots >= 0")
-    options = EvalOptions(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                          repetition_penalty=args.repetition_penalty, system_prompt=args.system,
-                          mcq_mode=args.mcq_mode, mcq_score=args.mcq_score, exam_format=args.format,
-                          shots=args.shots, shots_from=args.shots_from, cot=args.cot, samples=args.samples,
-                          temperature=args.temperature, seed=args.seed, multi_threshold=args.multi_threshold)
+    options = get_task(args.task).options(option_values(args), max_new_tokens=args.max_new_tokens,
+                                          batch_size=args.batch_size, repetition_penalty=args.repetition_penalty,
+                                          system_prompt=args.system)
     summary = evaluate(args.target, args.data, args.task, out_dir=args.out, base=args.base, options=options,
                        max_samples=args.max_samples, device=args.device, exclude_contaminated=args.exclude_contaminated)
     print(json.dumps(summary, indent=2, ensure_ascii=False) if args.json else format_summary(summary))

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from doctorkit.errors import DoctorKitError
-from doctorkit.rundir import ADAPTER, RECIPE, is_exported_model
+from doctorkit.rundir import ADAPTER, RECIPE, is_exported_model, is_run_dir
 
 
 @dataclass
@@ -31,7 +31,7 @@ def load_target(name: str, device: str | None = None) -> Target:
     device = device or ("cuda" if torch.cuda.is_available() else None)
     path = Path(name)
     if path.is_dir():
-        if not (path / RECIPE).is_file() and not is_exported_model(path):
+        if not is_run_dir(path) and not is_exported_model(path):
             raise DoctorKitError(f"{path}: holds no model (neither a run directory with {RECIPE} and {ADAPTER}/, "
                                  f"nor a model folder with config.json)")
         run = load_run(path, device=device)

@@ -1,4 +1,4 @@
-"""Reading evaluation files (JSONL, or a JSON list) and writing per-sample records as JSONL."""
+"""Reading evaluation files (JSONL, or a JSON list) and per-sample records back (written by doctorkit.rundir.write_eval)."""
 from __future__ import annotations
 
 import json
@@ -59,12 +59,6 @@ def load_items(path, max_samples, to_item, looks_right, expected: str) -> Loaded
         reasons = f" (first: {loaded.skipped[0]})" if loaded.skipped else ""
         raise DoctorKitError(f"{path}: no usable {expected} records{reasons}")
     return loaded
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    from doctorkit import atomic
-
-    atomic.write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

@@ -9,19 +9,17 @@ matplotlib.use("Agg")  # headless servers: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import font_manager  # noqa: E402
 
+from doctorkit.rundir import EVAL_PNG, METRICS  # noqa: E402
+
 CJK_FONTS = ["Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans SC", "WenQuanYi Zen Hei", "WenQuanYi Micro Hei", "SimHei",
              "Microsoft YaHei", "PingFang SC", "Source Han Sans SC"]
 
 
-def _value(metrics: dict, key: str) -> str:
-    value = metrics.get(key)
-    if key == "accuracy":
-        low, high = metrics["ci95"]
-        return f"{value:.3f} [{low:.3f}, {high:.3f}]"
-    return f"{value:.2f}" if isinstance(value, float) else str(value)
-
-
 def format_summary(summary: dict) -> str:
+    """The table: the task's headline rows (model, base, difference), then the lines the task adds under it."""
+    from doctorkit.evaluate.tasks import get_task
+
+    task = get_task(summary["task"])
     results = summary["results"]
     columns = ["model"] + (["base", "difference"] if "base" in results else [])
     lines = [f"{summary['task']} on {summary['data']}: {summary['samples']} samples"
@@ -31,22 +29,16 @@ def format_summary(summary: dict) -> str:
         c = summary["contamination"]
         lines.append(f"  dropped {c['dropped']} contaminated items (sharing >= {c['min_chars']} characters with {c['train']})")
     lines.append(f"{'metric':<22}" + "".join(f"{c:>26}" for c in columns))
-    for key in summary["headline"]:
-        row = [_value(results["model"], key)]
-        if "base" in results:
-            row += [_value(results["base"], key), f"{summary['difference'][key]:+.4f}"]
+    base = dict(task.headline(results["base"])) if "base" in results else None
+    for key, text in task.headline(results["model"]):
+        row = [text]
+        if base is not None:
+            difference = summary["difference"].get(key)
+            row += [base.get(key, ""), "" if difference is None else f"{difference:+.4f}"]
         lines.append(f"{key:<22}" + "".join(f"{v:>26}" for v in row))
-    for kind, scores in results["model"].get("by_type", {}).items():
-        base = results.get("base", {}).get("by_type", {}).get(kind)
-        lines.append(f"  {kind + '-answer':<20}{_value(scores, 'accuracy'):>26}" + (f"{_value(base, 'accuracy'):>26}" if base else "")
-                     + f"   n={scores['total']}  partial credit {scores['partial_credit']:.3f}")
-    for subject, scores in results["model"].get("per_subject", {}).items():
-        base = results.get("base", {}).get("per_subject", {}).get(subject)
-        lines.append(f"  {subject:<20}{_value(scores, 'accuracy'):>26}" + (f"{_value(base, 'accuracy'):>26}" if base else "")
-                     + f"   n={scores['total']}")
-    if "bleu_signature" in results["model"]:
-        lines.append(f"BLEU {results['model']['bleu_signature']}; chrF {results['model']['chrf_signature']}")
-    lines.append(f"wrote {summary['out_dir']}/ ({', '.join(summary['files'].values())}, metrics.json, eval.png)")
+    lines += task.details(results)
+    files = [*summary["files"].values(), METRICS, EVAL_PNG]
+    lines.append(f"wrote {summary['out_dir']}/ ({', '.join(files)})")
     return "\n".join(lines)
 
 
@@ -71,34 +63,33 @@ _cjk_font = cjk_font
 
 
 def plot_summary(summary: dict, path: Path) -> None:
+    """eval.png: the bars the task charts (task.chart), one colour per model, intervals where it gives them."""
+    from doctorkit.evaluate.tasks import get_task
+
+    chart = get_task(summary["task"]).chart
     results = summary["results"]
     models = [name for name in ("model", "base") if name in results]
-    if results["model"].get("per_subject"):   # a task that scores per subject (mcq) gets one bar group each
-        groups = ["overall"] + list(results["model"]["per_subject"])
-        pick = lambda m, g: m if g == "overall" else m["per_subject"].get(g, {"accuracy": 0, "ci95": [0, 0]})  # noqa: E731
-        keys = None
-    else:
-        # lengths (characters) and repetition (0-1) need scales of their own; they are in the table
-        groups = [k for k in summary["headline"] if not k.startswith(("avg_", "repetition_"))]
-        keys = groups
+    ylabel, bars = chart(results["model"])
+    groups = [label for label, _, _ in bars]
     font = _cjk_font()
     labels = [g if font or g.isascii() else f"S{i}" for i, g in enumerate(groups)]  # no CJK font: short labels
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(groups) + 2), 4), dpi=110)
     width = 0.8 / len(models)
     for n, name in enumerate(models):
-        xs = [i + n * width for i in range(len(groups))]
-        if keys:
-            ax.bar(xs, [results[name].get(k, 0) for k in keys], width, label=name)
-        else:
-            parts = [pick(results[name], g) for g in groups]
-            heights = [p["accuracy"] for p in parts]
-            errors = [[h - p["ci95"][0] for h, p in zip(heights, parts)], [p["ci95"][1] - h for h, p in zip(heights, parts)]]
-            ax.bar(xs, heights, width, yerr=errors, capsize=3, label=name)
+        found = {label: (value, ci) for label, value, ci in chart(results[name])[1]}
+        parts = [found.get(g, (0, None)) for g in groups]
+        heights = [value for value, _ in parts]
+        errors = None
+        if any(ci for _, ci in parts):
+            cis = [ci or (h, h) for h, (_, ci) in zip(heights, parts)]
+            errors = [[h - low for h, (low, _) in zip(heights, cis)], [high - h for h, (_, high) in zip(heights, cis)]]
+        ax.bar([i + n * width for i in range(len(groups))], heights, width, yerr=errors, capsize=3 if errors else 0,
+               label=name)
     ax.set_xticks([i + width * (len(models) - 1) / 2 for i in range(len(groups))], labels,
                   fontfamily=font or "sans-serif", rotation=20 if len(groups) > 5 else 0)
-    ax.set_ylabel("accuracy (95% CI)" if not keys else "score")
+    ax.set_ylabel(ylabel)
     if labels != groups:
-        ax.set_xlabel("S1, S2, ...: subjects in the order of metrics.json per_subject (no CJK font installed)", fontsize=8)
+        ax.set_xlabel("S1, S2, ...: the bars in the order of metrics.json (no CJK font installed)", fontsize=8)
     ax.set_title(f"{summary['task']}: {summary['model']} on {Path(summary['data']).name}", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     ax.legend()

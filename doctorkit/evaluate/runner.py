@@ -9,40 +9,22 @@
 """
 from __future__ import annotations
 
-import json
 import re
 import time
 from pathlib import Path
 
-from doctorkit import atomic
+from doctorkit import atomic, rundir
 from doctorkit.errors import DoctorKitError
 from doctorkit.evaluate.loading import Target, has_adapter, load_target
-from doctorkit.evaluate.records import write_jsonl
 from doctorkit.evaluate.report import plot_summary
-from doctorkit.evaluate.tasks import EvalOptions, get_task
-from doctorkit.rundir import read_metrics, write_metrics
-
-PREDICTIONS, BASE_PREDICTIONS, METRICS_FILE, PLOT = ("predictions.jsonl", "base_predictions.jsonl",
-                                                     "metrics.json", "eval.png")
+from doctorkit.evaluate.tasks import EvalOptions, available_tasks, get_task
 
 
 def default_out_dir(target: Target, task: str, data: str | Path) -> Path:
     folder = f"{task}-{Path(data).stem}"
     if target.run_dir is not None:
-        return target.run_dir / "eval" / folder
-    return Path("runs") / "eval" / re.sub(r"[^A-Za-z0-9._-]+", "_", target.label) / folder
-
-
-def drop_contaminated(items: list[dict], train_path) -> tuple[list[dict], dict]:
-    """Exam items minus those sharing >= MIN_CHARS characters with the training file (doctorkit.data.overlap)."""
-    from doctorkit.data.overlap import MIN_CHARS, check
-
-    flagged = {row["id"] for row in check(train_path, items)["flagged"]}
-    kept = [item for item in items if item["id"] not in flagged]
-    if not kept:
-        raise DoctorKitError(f"--exclude-contaminated {train_path}: every exam item shares >= {MIN_CHARS} characters with it")
-    return kept, {"train": str(train_path), "min_chars": MIN_CHARS, "dropped": len(flagged),
-                  "dropped_ids": sorted(flagged)}
+        return rundir.eval_dir(target.run_dir, folder)
+    return rundir.eval_dir(None, re.sub(r"[^A-Za-z0-9._-]+", "_", target.label), folder)
 
 
 def evaluate_model(model, tokenizer, data, task: str, out_dir, base: bool = False, options: EvalOptions | None = None,
@@ -51,15 +33,16 @@ def evaluate_model(model, tokenizer, data, task: str, out_dir, base: bool = Fals
     """Python API (also used by the demo's compare view): evaluate an already loaded model, write OUT, return
     the summary that metrics.json holds. `base=True` also scores the model with its adapter switched off."""
     task_module = get_task(task)
-    options = options or EvalOptions()
+    options = task_module.given(options)
     if base and not has_adapter(model):
         raise DoctorKitError(f"--base: {label} has no adapter to switch off (give a LoRA / QLoRA / P-tuning run directory)")
     loaded = task_module.load(data, max_samples, options)
     contamination = None
     if exclude_contaminated:
-        if task != "mcq":
-            raise DoctorKitError("--exclude-contaminated works with --task mcq (exam items)")
-        loaded.items, contamination = drop_contaminated(loaded.items, exclude_contaminated)
+        if task_module.drop_contaminated is None:
+            able = [name for name in available_tasks() if get_task(name).drop_contaminated is not None]
+            raise DoctorKitError(f"--exclude-contaminated works with --task {' / '.join(able)}, not {task}")
+        loaded.items, contamination = task_module.drop_contaminated(loaded.items, exclude_contaminated)
     started = time.perf_counter()
     was_training = model.training
     model.eval()
@@ -85,16 +68,8 @@ def evaluate_model(model, tokenizer, data, task: str, out_dir, base: bool = Fals
         summary["difference"] = {key: round(results["model"][key] - results["base"][key], 4)
                                  for key in task_module.HEADLINE}
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_jsonl(out_dir / PREDICTIONS, records)
-    summary["files"] = {"model": PREDICTIONS}
-    if base_records is not None:
-        write_jsonl(out_dir / BASE_PREDICTIONS, base_records)
-        summary["files"]["base"] = BASE_PREDICTIONS
-    summary["out_dir"] = str(out_dir)
-    plot_summary(summary, out_dir / PLOT)
-    atomic.write_text(out_dir / METRICS_FILE, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    records_by_model = {"model": records} | ({"base": base_records} if base_records is not None else {})
+    rundir.write_eval(out_dir, summary, records_by_model, plot_summary)
     return summary
 
 
@@ -103,7 +78,7 @@ def evaluate(target: str, data, task: str, out_dir=None, base: bool = False, opt
     """Python API: load a run directory / model folder / model name, evaluate it, return the summary."""
     if not Path(data).exists():
         raise DoctorKitError(f"{data}: evaluation data file not found")
-    options = options or EvalOptions()
+    options = get_task(task).given(options)
     get_task(task).load(data, 1, options)  # wrong file for the task: say so before loading a large model
     if out_dir is not None:
         atomic.check_writable(out_dir, "--out")
@@ -115,9 +90,14 @@ def evaluate(target: str, data, task: str, out_dir=None, base: bool = False, opt
                           exclude_contaminated=exclude_contaminated)
 
 
+def eval_options(cfg) -> EvalOptions:
+    """The recipe's eval.options for eval.task (one-line error naming the task's options if one is unknown)."""
+    return get_task(cfg.task).options(cfg.options, max_new_tokens=cfg.max_new_tokens)
+
+
 def check_eval_config(recipe) -> None:
-    """Before training: the eval.* file exists and its first records fit eval.task (one-line error if not)."""
-    get_task(recipe.eval.task).load(recipe.eval.data, max_samples=1)
+    """Before training: eval.options fit eval.task, the eval.* file exists and its first records fit the task."""
+    get_task(recipe.eval.task).load(recipe.eval.data, 1, eval_options(recipe.eval))
 
 
 def evaluate_after_training(run_dir, recipe) -> dict:
@@ -127,12 +107,9 @@ def evaluate_after_training(run_dir, recipe) -> dict:
     cfg = recipe.eval
     if not cfg.data:
         return {}
-    options = EvalOptions(max_new_tokens=cfg.max_new_tokens)
-    summary = evaluate(str(run_dir), cfg.data, cfg.task, base=cfg.base, options=options, max_samples=cfg.max_samples)
-    metrics_path = Path(run_dir) / "metrics.json"
-    metrics = read_metrics(run_dir) if metrics_path.is_file() else {}
-    metrics["eval"] = {k: summary[k] for k in ("task", "data", "samples", "skipped", "results", "out_dir")
-                       if k in summary} | ({"difference": summary["difference"]} if "difference" in summary else {})
-    write_metrics(run_dir, metrics)
+    summary = evaluate(str(run_dir), cfg.data, cfg.task, base=cfg.base, options=eval_options(cfg),
+                       max_samples=cfg.max_samples)
+    rundir.record_eval(run_dir, {k: summary[k] for k in ("task", "data", "samples", "skipped", "results", "out_dir",
+                                                         "difference") if k in summary})
     return summary
 

@@ -10,22 +10,22 @@ medicine and loses general knowledge shows it. Writes OUT/suite.json, OUT/suite.
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Literal, Optional, Union
 
 from pydantic import Field
 
+from doctorkit import rundir
 from doctorkit.errors import DoctorKitError
 from doctorkit.evaluate.loading import has_adapter, load_target
 from doctorkit.evaluate.metrics import mcnemar_exact
-from doctorkit.evaluate.records import read_jsonl
-from doctorkit.evaluate.runner import BASE_PREDICTIONS, PREDICTIONS, evaluate_model
-from doctorkit.evaluate.tasks import EvalOptions
+from doctorkit.evaluate.runner import evaluate_model
+from doctorkit.evaluate.tasks import get_task
 from doctorkit.recipe import Section, load_recipe
 
 SIGNIFICANT = 0.05
+TASK = "mcq"   # a suite is exams: every one is scored by the mcq task, tuned and base
 
 
 class SuiteExam(Section):
@@ -62,8 +62,8 @@ def _folder(name: str, n: int) -> str:
 
 def compare(name: str, slice_: str, out: Path, summary: dict) -> dict:
     """One table row, recomputed from the two prediction files (paired by item id)."""
-    tuned = {r["id"]: r["correct"] for r in read_jsonl(out / PREDICTIONS)}
-    base = {r["id"]: r["correct"] for r in read_jsonl(out / BASE_PREDICTIONS)}
+    tuned = {r["id"]: r["correct"] for r in rundir.read_predictions(out, "model")}
+    base = {r["id"]: r["correct"] for r in rundir.read_predictions(out, "base")}
     ids = sorted(tuned)
     results = summary["results"]
     return {"name": name, "slice": slice_, "samples": len(ids), "out_dir": str(out),
@@ -96,14 +96,15 @@ def run_suite(target: str, suite_file, out_dir=None, device: str | None = None, 
     if not has_adapter(loaded.model):
         raise DoctorKitError(f"--suite compares tuned with base: {target} has no adapter to switch off "
                              f"(give a LoRA / QLoRA / P-tuning run directory)")
-    out = Path(out_dir) if out_dir else (loaded.run_dir or Path("runs")) / "eval" / f"suite-{suite_path.stem}"
+    out = Path(out_dir) if out_dir else rundir.eval_dir(loaded.run_dir, f"suite-{suite_path.stem}")
     rows = []
     for n, exam in enumerate(suite.exams, 1):
-        options = EvalOptions(batch_size=batch_size, system_prompt=loaded.system_prompt, mcq_mode=exam.mode,
-                              exam_format=exam.format, shots=exam.shots, shots_from=_resolve(suite_path, exam.shots_from),
-                              cot=exam.cot, samples=exam.samples, max_new_tokens=suite.max_new_tokens)
+        options = get_task(TASK).options({"mode": exam.mode, "format": exam.format, "shots": exam.shots, "cot": exam.cot,
+                                           "shots_from": _resolve(suite_path, exam.shots_from), "samples": exam.samples},
+                                          batch_size=batch_size, system_prompt=loaded.system_prompt,
+                                          max_new_tokens=suite.max_new_tokens)
         exam_out = out / _folder(exam.name, n)
-        summary = evaluate_model(loaded.model, loaded.tokenizer, _resolve(suite_path, exam.path), "mcq", exam_out,
+        summary = evaluate_model(loaded.model, loaded.tokenizer, _resolve(suite_path, exam.path), TASK, exam_out,
                                  base=True, options=options, max_samples=exam.max_samples, label=loaded.label,
                                  exclude_contaminated=_resolve(suite_path, suite.exclude_contaminated))
         rows.append(compare(exam.name, exam.slice, exam_out, summary))
@@ -114,7 +115,7 @@ def run_suite(target: str, suite_file, out_dir=None, device: str | None = None, 
               "exclude_contaminated": _resolve(suite_path, suite.exclude_contaminated)}
     from doctorkit.evaluate.suite_chart import plot_suite
     result["files"] = plot_suite(rows, out)
-    (out / "suite.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    rundir.write_suite(out, result)
     return result
 
 
@@ -134,5 +135,5 @@ def format_suite(result: dict) -> str:
     dropped = sum(row.get("contaminated_dropped", 0) for row in result["exams"])
     if result.get("exclude_contaminated"):
         lines.append(f"dropped {dropped} contaminated items (sharing >= 13 characters with {result['exclude_contaminated']})")
-    lines.append(f"* p < {SIGNIFICANT}; wrote {result['out_dir']}/ (suite.json, {', '.join(result['files'])}, one folder per exam)")
+    lines.append(f"* p < {SIGNIFICANT}; wrote {result['out_dir']}/ ({rundir.SUITE}, {', '.join(result['files'])}, one folder per exam)")
     return "\n".join(lines)

@@ -81,11 +81,11 @@ def load_served(target: str, adapters: list[tuple[str, Path]], device: str | Non
     """Every served name -> Served (its backend attached). Raises DoctorKitError on any bad input, before
     the slow part where possible."""
     from doctorkit.evaluate.loading import load_target
-    from doctorkit.rundir import read_run_recipe
+    from doctorkit.rundir import is_run_dir, read_run_recipe
 
     recipes = {name: read_run_recipe(path) for name, path in adapters}   # one-line errors first
     main = load_target(target, device=device)
-    recipe = read_run_recipe(main.run_dir) if main.run_dir is not None and _is_run(main.run_dir) else None
+    recipe = read_run_recipe(main.run_dir) if main.run_dir is not None and is_run_dir(main.run_dir) else None
     base_id = recipe.model if recipe is not None else main.label
     base_name = display_name(base_id)
     served: dict[str, Served] = {}
@@ -137,11 +137,6 @@ def display_name(model_id: str) -> str:
 
 def same_model(a: str, b: str) -> bool:
     return a == b or (Path(a).is_dir() and Path(b).is_dir() and Path(a).resolve() == Path(b).resolve())
-
-
-def _is_run(path) -> bool:
-    from doctorkit.rundir import RECIPE
-    return (Path(path) / RECIPE).is_file()
 
 
 def _run_tokenizer(run_dir: Path, fallback):

@@ -36,15 +36,15 @@ class Plan:
 
 def preflight(target: str, adapters: list[tuple[str, Path]]) -> Plan:
     """What vLLM will serve, or a one-line DoctorKitError naming what it cannot take."""
-    from doctorkit.rundir import read_run_recipe
+    from doctorkit.rundir import is_exported_model, is_run_dir, read_run_recipe
     from doctorkit.serve.models import display_name, same_model
 
     runs = []
     path = Path(target)
-    if path.is_dir() and (path / "recipe.yaml").is_file():
+    if is_run_dir(path):
         runs.append((path.name, path))
         base = read_run_recipe(path).model
-    elif path.is_dir() and (path / "config.json").is_file():   # an exported (merged) folder: a plain model
+    elif is_exported_model(path):   # an exported (merged) folder: a plain model
         base = str(path)
     else:
         base = target

@@ -66,3 +66,14 @@ def predict(model, tokenizer, items, options, scorer=None, desc="dialog") -> lis
 def score(records: list[dict]) -> dict:
     metrics = dialog_scores([r["prediction"] for r in records], [r["reference"] for r in records])
     return {"samples": len(records), **metrics}
+
+
+def details(results: dict) -> list[str]:
+    model = results["model"]
+    return [f"BLEU {model['bleu_signature']}; chrF {model['chrf_signature']}"]
+
+
+def chart(metrics: dict):
+    """eval.png: the 0-100 scores; lengths (characters) and repetition (0-1) need scales of their own and are
+    in the table."""
+    return "score", [(key, metrics.get(key, 0), None) for key in HEADLINE if not key.startswith(("avg_", "repetition_"))]
