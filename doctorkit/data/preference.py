@@ -26,8 +26,8 @@ from jinja2 import TemplateError
 
 from doctorkit.data import split
 from doctorkit.data.checks import check_conversation, with_system_prompt
+from doctorkit.data.formats import to_messages as conversation_messages
 from doctorkit.data.readers import BadRecord, iter_json_records, read_text
-from doctorkit.data.readers import to_messages as conversation_messages
 from doctorkit.data.report import DataReport
 from doctorkit.errors import DoctorKitError
 
