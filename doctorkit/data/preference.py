@@ -31,7 +31,7 @@ from doctorkit.data.readers import BadRecord, iter_json_records, read_text
 from doctorkit.data.report import DataReport
 from doctorkit.errors import DoctorKitError
 
-PROMPT_FORMATS = {"prompt": "messages", "conversations": "sharegpt", "messages": "messages"}
+PROMPT_KEYS = ("prompt", "conversations", "messages")   # the first one present holds the prompt
 
 
 @dataclass
@@ -77,11 +77,11 @@ def to_pair(record) -> dict:
         raise BadRecord(f"missing key(s) {', '.join(missing)} (a preference pair needs chosen and rejected)")
     chosen = to_messages(record["chosen"], "chosen", "assistant")
     rejected = to_messages(record["rejected"], "rejected", "assistant")
-    key = next((k for k in PROMPT_FORMATS if k in record), None)
+    key = next((k for k in PROMPT_KEYS if k in record), None)
     if key is None:
         prompt, chosen, rejected = split_implicit_prompt(chosen, rejected)
     elif isinstance(record[key], list) and key != "prompt":  # ShareGPT / messages list (+ ShareGPT "system")
-        prompt = conversation_messages(record, PROMPT_FORMATS[key])
+        prompt = conversation_messages({k: record[k] for k in (key, "system") if k in record})   # format detected
     else:
         prompt = to_messages(record[key], key, "user")
     if any(m["role"] != "assistant" for m in chosen + rejected):
