@@ -11,7 +11,7 @@ Accepted records (one per JSONL line, or a JSON list), all normalized to
 where a side is a string, one message dict ({"role", "content"} or {"from", "value"}) or a list of them.
 
 Reading, encodings, `file:line` places, role names and the checks are the SFT data module's
-(doctorkit/data/readers.py, checks.py), so a pair is skipped for the same reasons as an SFT conversation
+(doctorkit/data/readers.py, formats.py, checks.py), so a pair is skipped for the same reasons as an SFT conversation
 (`malformed`, `empty_message`, `not_alternating`, `ends_on_user`, `overlong`, `template`), plus
 `identical` (chosen == rejected: nothing to prefer) and `prompt_too_long` (over dpo.max_prompt_len).
 Over-long pairs are skipped, or with data.overlong=truncate kept, counted, and cut by TRL's collator.
