@@ -68,4 +68,5 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
+    """The rows write_jsonl wrote (the kit's own UTF-8 output); a user's file goes through iter_records."""
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
