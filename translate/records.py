@@ -2,16 +2,16 @@
 
 The formats are read through the training kit's registry (doctorkit.data.formats: messages, ShareGPT,
 Alpaca with history, CSV, or a registered one; encoding detection), so what translate accepts is what train
-accepts. We keep more than train needs: each record's id and the keys its format does not read (copied to
-the output untouched), and a record that cannot be translated stays in the list with a `problem`, so `run`
-can account for it as a reject.
+accepts. We keep more than train needs: each record's id and the keys no format reads (copied to the output
+untouched), and a record that cannot be translated stays in the list with a `problem`, so `run` can account
+for it as a reject.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from doctorkit.data.formats import Read, UnknownFormat, get_format, read_file
+from doctorkit.data.formats import Read, UnknownFormat, get_format, names, read_file
 from doctorkit.errors import DoctorKitError
 from translate.recipe import SourceData
 
@@ -27,6 +27,12 @@ class Record:
     problem: str | None = None                           # why it cannot be translated, if it cannot
 
 
+def consumed_keys() -> set[str]:
+    """Keys never copied to the output: those of every format, not only the record's own, since another format's
+    text field (an Alpaca "input" in a ShareGPT record) is English that would reach the output untranslated."""
+    return {key for name in names() for key in get_format(name).KEYS or ()}
+
+
 def to_record(cfg: SourceData, default_id: str, read: Read) -> Record:
     raw, messages = read.raw, read.messages
     record_id = default_id
@@ -36,8 +42,10 @@ def to_record(cfg: SourceData, default_id: str, read: Read) -> Record:
         return Record(record_id, problem=NO_FIELDS)
     if isinstance(messages, Exception):
         return Record(record_id, problem=str(messages))
-    consumed = get_format(read.format).KEYS   # the format's own keys; None: the whole record is read
-    extra = {k: v for k, v in raw.items() if k not in consumed and k != cfg.id_key} if consumed is not None else {}
+    extra = {}
+    if get_format(read.format).KEYS is not None:   # KEYS None: the whole record is the conversation
+        consumed = consumed_keys() | {cfg.id_key}
+        extra = {k: v for k, v in raw.items() if k not in consumed}
     record = Record(record_id, messages=messages, extra=extra)
     empty = [i for i, m in enumerate(messages) if not m["content"].strip()]
     if not messages:
