@@ -185,8 +185,9 @@ def to_messages(record: object, name: str | None = None) -> list[dict]:
         raise BadRecord(f"expected a JSON object, got {type(record).__name__}")
     name = name or detect(record)
     if name is None:
+        detectable = [n for n in FORMATS if get_format(n).records is None]   # CSV is chosen by suffix or name
         raise UnknownFormat(f"cannot detect the format (keys: {', '.join(map(str, record)) or 'none'}; "
-                        f"known: {', '.join(n for n in FORMATS if get_format(n).records is None)})")
+                            f"known: {', '.join(detectable)})")
     return get_format(name).to_messages(record)
 
 
