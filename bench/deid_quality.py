@@ -64,7 +64,8 @@ def evaluate(seeds: list[int], style: str = "tag") -> dict:
 def overscrub_on_file(path: str) -> dict:
     """Characters changed on a real dialog file read as training reads it (an upper bound of over-scrubbing:
     the file may hold a real identifier or two). Only figures are kept, never the text."""
-    from doctorkit.data.readers import BadRecord, iter_file
+    from doctorkit.data.formats import iter_file
+    from doctorkit.data.readers import BadRecord
     from doctorkit.recipe import DataConfig
 
     scrubber, total, changed = Deidentifier("tag"), 0, 0

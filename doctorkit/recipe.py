@@ -28,6 +28,19 @@ def _steps_or_unset(value: int) -> int:
 StepsOrUnset = Annotated[int, AfterValidator(_steps_or_unset)]  # a step count, or -1: "use epochs instead"
 
 
+def _registered_format(name: str) -> str:
+    if name == "auto":   # detect per file; accepted without importing the data package
+        return name
+    from doctorkit.data.formats import choices
+
+    if name not in choices():
+        raise ValueError(f"data format '{name}' is not registered (available: {', '.join(choices())})")
+    return name
+
+
+DataFormat = Annotated[str, AfterValidator(_registered_format)]  # auto, or a format in doctorkit.data.formats
+
+
 class Section(BaseModel):
     # forbid: an unknown key is an error, never silently ignored.
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
@@ -47,7 +60,7 @@ class MixSource(Section):
 
 class DataConfig(Section):
     path: Union[str, list[str]] = "data/sample_zh.jsonl"   # file(s): .jsonl, .json or .csv
-    format: Literal["auto", "messages", "sharegpt", "alpaca", "csv"] = "auto"
+    format: DataFormat = "auto"      # auto | messages | sharegpt | alpaca | csv | one registered in data/formats.py
     encoding: str = "auto"           # "auto" detects (UTF-8, GB18030, ...) or name one, e.g. gb18030
     columns: CsvColumns = Field(default_factory=CsvColumns)  # CSV only: which column is which
     system_prompt: Optional[str] = None    # added to conversations that carry no system turn

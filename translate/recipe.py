@@ -11,7 +11,7 @@ from typing import Literal, Optional
 
 from pydantic import Field
 
-from doctorkit.recipe import CsvColumns, LoraConfig, Section, StepsOrUnset
+from doctorkit.recipe import CsvColumns, DataFormat, LoraConfig, Section, StepsOrUnset
 
 MEDICAL_PROMPT = (
     "You are a professional medical translator. Translate the user's English text into fluent, natural "
@@ -23,7 +23,7 @@ MEDICAL_PROMPT = (
 
 class SourceData(Section):
     path: str = "data/english.json"  # English dataset: .json / .jsonl / .csv
-    format: Literal["auto", "alpaca", "sharegpt", "messages", "csv"] = "auto"  # auto: from the first record
+    format: DataFormat = "auto"      # auto: from the first record; or alpaca, sharegpt, messages, csv, a registered one
     encoding: str = "auto"           # "auto" detects (UTF-8, GB18030, ...) or name one
     columns: CsvColumns = Field(default_factory=CsvColumns)  # CSV only: which column is which
     id_key: str = "id"               # JSON record id field; others (and CSV rows) get "<file stem>-<index>"

@@ -1,23 +1,22 @@
 """Read an English dataset into records with translatable fields, and write them back as messages.
 
-The formats are read by the training kit's own readers (doctorkit.data.readers: messages, ShareGPT,
-Alpaca with history, CSV; encoding detection), so what translate accepts is what train accepts. We keep
-more than train needs: each record's id and other keys (copied to the output untouched), and a record
-that cannot be translated stays in the list with a `problem`, so `run` can account for it as a reject.
+The formats are read through the training kit's registry (doctorkit.data.formats: messages, ShareGPT,
+Alpaca with history, CSV, or a registered one; encoding detection), so what translate accepts is what train
+accepts. We keep more than train needs: each record's id and the keys no format reads (copied to the output
+untouched), and a record that cannot be translated stays in the list with a `problem`, so `run` can account
+for it as a reject.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from doctorkit.data.readers import BadRecord, detect_format, iter_csv_records, iter_json_records, read_text, \
-    to_messages
+from doctorkit.data.formats import Read, UnknownFormat, get_format, names, read_file
 from doctorkit.errors import DoctorKitError
 from translate.recipe import SourceData
 
 NO_FIELDS = ("no translatable fields (expected Alpaca instruction/input/output, ShareGPT conversations, "
              "messages with role/content, or the CSV columns named in data.columns)")
-CONSUMED = {"messages", "conversations", "instruction", "input", "output", "history", "system"}
 
 
 @dataclass
@@ -28,19 +27,25 @@ class Record:
     problem: str | None = None                           # why it cannot be translated, if it cannot
 
 
-def to_record(cfg: SourceData, index: int, default_id: str, raw: object, fmt: str | None) -> Record:
-    if isinstance(raw, BadRecord):
-        return Record(default_id, problem=str(raw))
+def consumed_keys() -> set[str]:
+    """Keys never copied to the output: those of every format, not only the record's own, since another format's
+    text field (an Alpaca "input" in a ShareGPT record) is English that would reach the output untranslated."""
+    return {key for name in names() for key in get_format(name).KEYS or ()}
+
+
+def to_record(cfg: SourceData, default_id: str, read: Read) -> Record:
+    raw, messages = read.raw, read.messages
     record_id = default_id
     if isinstance(raw, dict) and raw.get(cfg.id_key) not in (None, ""):
         record_id = str(raw[cfg.id_key])
-    if fmt is None:
+    if isinstance(messages, UnknownFormat):
         return Record(record_id, problem=NO_FIELDS)
-    try:
-        messages = to_messages(raw, fmt)
-    except BadRecord as err:
-        return Record(record_id, problem=str(err))
-    extra = {k: v for k, v in raw.items() if k not in CONSUMED and k != cfg.id_key} if fmt != "csv" else {}
+    if isinstance(messages, Exception):
+        return Record(record_id, problem=str(messages))
+    extra = {}
+    if get_format(read.format).KEYS is not None:   # KEYS None: the whole record is the conversation
+        consumed = consumed_keys() | {cfg.id_key}
+        extra = {k: v for k, v in raw.items() if k not in consumed}
     record = Record(record_id, messages=messages, extra=extra)
     empty = [i for i, m in enumerate(messages) if not m["content"].strip()]
     if not messages:
@@ -55,16 +60,12 @@ def read_records(cfg: SourceData, path: str | Path, limit: int | None = None) ->
     path = Path(path)
     if not path.is_file():
         raise DoctorKitError(f"{path}: data file not found")
-    text = read_text(path, cfg.encoding)
-    is_csv = cfg.format == "csv" or (cfg.format == "auto" and path.suffix.lower() in (".csv", ".tsv"))
-    rows = (iter_csv_records(path, text, cfg.columns, lambda note: print(f"data: CSV columns {note}"))
-            if is_csv else iter_json_records(path, text))
-    records, fmt = [], "messages" if is_csv else (None if cfg.format == "auto" else cfg.format)
-    for index, (_, raw) in enumerate(rows):
+    reads = read_file(path, cfg.format, cfg.encoding, cfg.columns, lambda note: print(f"data: CSV columns {note}"))
+    records = []
+    for index, read in enumerate(reads):
         if limit is not None and index >= limit:
             break
-        fmt = fmt or detect_format(raw)   # from the first record that has a recognisable shape
-        records.append(to_record(cfg, index, f"{path.stem}-{index}", raw, fmt))
+        records.append(to_record(cfg, f"{path.stem}-{index}", read))
     if not any(r.problem is None for r in records):
         raise DoctorKitError(f"{path}: {NO_FIELDS}")
     return records

@@ -1,8 +1,8 @@
 """How many tokens one epoch of the recipe's data is, and how long its rows are.
 
-Conversations come from doctorkit.data's readers (the one reader of every training format). Tokens are counted with the
-real tokenizer when it loads offline (builtin:tiny, a local folder, a cached hub model), otherwise estimated
-from characters at the ratios below, plus a few template tokens per message.
+Conversations come from doctorkit.data.read_conversations (every format registered in doctorkit.data.formats).
+Tokens are counted with the real tokenizer when it loads offline (builtin:tiny, a local folder, a cached hub
+model), otherwise estimated from characters at the ratios below, plus a few template tokens per message.
 """
 from __future__ import annotations
 
@@ -64,13 +64,10 @@ def data_tokens(recipe) -> DataTokens:
     chat template) loads offline, else counted or estimated from the conversations' texts."""
     tokenizer, name = _load_tokenizer(recipe)
     if tokenizer is not None and getattr(tokenizer, "chat_template", None) and getattr(tokenizer, "is_fast", False):
-        try:
-            from doctorkit.data import prepare
-        except ImportError:
-            prepare = None
-        if prepare is not None:
-            lengths = prepare(recipe, tokenizer).report.lengths
-            return DataTokens(lengths, f"counted with {name} and its chat template (doctorkit.data.prepare)")
+        from doctorkit.data import prepare
+
+        lengths = prepare(recipe, tokenizer).report.lengths
+        return DataTokens(lengths, f"counted with {name} and its chat template (doctorkit.data.prepare)")
     return count_tokens(read_samples(recipe), tokenizer, name)
 
 

@@ -14,7 +14,8 @@ from tqdm.auto import tqdm
 
 from doctorkit.data.checks import REASONS, check_conversation, with_system_prompt
 from doctorkit.data.masking import IGNORE, fit_chars, render, tokenize_conversation, turn_terminators
-from doctorkit.data.readers import BadRecord, iter_file
+from doctorkit.data.formats import iter_file
+from doctorkit.data.readers import BadRecord
 from doctorkit.data.report import DataReport, percentiles
 from doctorkit.errors import DoctorKitError
 

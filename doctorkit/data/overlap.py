@@ -78,9 +78,10 @@ def exam_item_text(item: dict) -> str:
 
 
 def training_texts(path, counts: dict) -> Iterable[str]:
-    """Each training conversation's turns, read the way training reads them (doctorkit.data.readers);
+    """Each training conversation's turns, read the way training reads them (doctorkit.data.formats);
     conversations read and records skipped are counted in `counts`."""
-    from doctorkit.data.readers import BadRecord, iter_file
+    from doctorkit.data.formats import iter_file
+    from doctorkit.data.readers import BadRecord
     from doctorkit.recipe import DataConfig
 
     for _, record in iter_file(path, DataConfig(path=str(path))):

@@ -11,7 +11,7 @@ Accepted records (one per JSONL line, or a JSON list), all normalized to
 where a side is a string, one message dict ({"role", "content"} or {"from", "value"}) or a list of them.
 
 Reading, encodings, `file:line` places, role names and the checks are the SFT data module's
-(doctorkit/data/readers.py, checks.py), so a pair is skipped for the same reasons as an SFT conversation
+(doctorkit/data/readers.py, formats.py, checks.py), so a pair is skipped for the same reasons as an SFT conversation
 (`malformed`, `empty_message`, `not_alternating`, `ends_on_user`, `overlong`, `template`), plus
 `identical` (chosen == rejected: nothing to prefer) and `prompt_too_long` (over dpo.max_prompt_len).
 Over-long pairs are skipped, or with data.overlong=truncate kept, counted, and cut by TRL's collator.
@@ -26,12 +26,12 @@ from jinja2 import TemplateError
 
 from doctorkit.data import split
 from doctorkit.data.checks import check_conversation, with_system_prompt
+from doctorkit.data.formats import to_messages as conversation_messages
 from doctorkit.data.readers import BadRecord, iter_json_records, read_text
-from doctorkit.data.readers import to_messages as conversation_messages
 from doctorkit.data.report import DataReport
 from doctorkit.errors import DoctorKitError
 
-PROMPT_FORMATS = {"prompt": "messages", "conversations": "sharegpt", "messages": "messages"}
+PROMPT_KEYS = ("prompt", "conversations", "messages")   # the first one present holds the prompt
 
 
 @dataclass
@@ -77,11 +77,11 @@ def to_pair(record) -> dict:
         raise BadRecord(f"missing key(s) {', '.join(missing)} (a preference pair needs chosen and rejected)")
     chosen = to_messages(record["chosen"], "chosen", "assistant")
     rejected = to_messages(record["rejected"], "rejected", "assistant")
-    key = next((k for k in PROMPT_FORMATS if k in record), None)
+    key = next((k for k in PROMPT_KEYS if k in record), None)
     if key is None:
         prompt, chosen, rejected = split_implicit_prompt(chosen, rejected)
     elif isinstance(record[key], list) and key != "prompt":  # ShareGPT / messages list (+ ShareGPT "system")
-        prompt = conversation_messages(record, PROMPT_FORMATS[key])
+        prompt = conversation_messages({k: record[k] for k in (key, "system") if k in record})   # format detected
     else:
         prompt = to_messages(record[key], key, "user")
     if any(m["role"] != "assistant" for m in chosen + rejected):

@@ -1,8 +1,8 @@
-"""Read conversation files (JSONL, JSON lists, CSV) in the formats people bring, as lists of chat messages.
+"""Read data files as text (one encoding detector) and as records (JSON Lines, JSON lists, CSV rows).
 
 Every record comes back with where it was found (`file:line`), so a bad one is reported where the user
-can open it. Formats: messages ({"messages": [{role, content}]}), ShareGPT ({"conversations": [{from,
-value}]}), Alpaca (instruction / input / output, optional history and system) and CSV with a column map.
+can open it. Which conversation format a record is in, and how it becomes chat messages, is
+doctorkit/data/formats.py (the registry every command reads through).
 """
 from __future__ import annotations
 
@@ -16,12 +16,6 @@ from charset_normalizer import from_bytes
 
 from doctorkit.errors import DoctorKitError
 
-# ShareGPT speaker names seen in the wild, mapped to chat-template roles.
-ROLE_NAMES = {
-    "system": "system",
-    "human": "user", "user": "user",
-    "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant", "bot": "assistant", "model": "assistant",
-}
 CHINESE_ENCODINGS = {"gb2312", "gbk", "gb18030", "hz", "cp936"}
 DETECT_BYTES = 256 * 1024  # enough text to recognise an encoding; detection on the whole file is slow
 
@@ -200,95 +194,3 @@ def iter_csv_records(path: Path, text: str, columns, on_columns=None) -> Iterato
         messages.append({"role": "user", "content": row.get(sides["user"]) or ""})
         messages.append({"role": "assistant", "content": row.get(sides["assistant"]) or ""})
         yield where, {"messages": messages}
-
-
-# --------------------------------------------------------------- formats ---
-
-def detect_format(record: object) -> str | None:
-    if not isinstance(record, dict):
-        return None
-    if "messages" in record:
-        return "messages"
-    if "conversations" in record:
-        return "sharegpt"
-    if "instruction" in record and "output" in record:
-        return "alpaca"
-    return None
-
-
-def to_messages(record: object, fmt: str) -> list[dict]:
-    """The record as [{role, content}, ...]; raises BadRecord naming what is missing."""
-    if not isinstance(record, dict):
-        raise BadRecord(f"expected a JSON object, got {type(record).__name__}")
-    if fmt == "alpaca":
-        return _alpaca(record)
-    key = "conversations" if fmt == "sharegpt" else "messages"
-    turns = record.get(key)
-    if not isinstance(turns, list):
-        raise BadRecord(f"missing '{key}' list ({fmt} format)")
-    messages = []
-    for number, turn in enumerate(turns, 1):
-        if not isinstance(turn, dict):
-            raise BadRecord(f"turn {number} is not an object")
-        # Accept both spellings in both formats: exports mix role/content and from/value freely.
-        speaker = turn.get("role", turn.get("from"))
-        content = turn.get("content", turn.get("value"))
-        role = ROLE_NAMES.get(str(speaker).lower()) if speaker is not None else None
-        if role is None:
-            raise BadRecord(f"turn {number} has unknown role {speaker!r}")
-        if not isinstance(content, str):
-            raise BadRecord(f"turn {number} has no text content")
-        messages.append({"role": role, "content": content})
-    has_system = bool(messages) and messages[0]["role"] == "system"
-    if isinstance(record.get("system"), str) and record["system"].strip() and not has_system:  # ShareGPT variant
-        messages.insert(0, {"role": "system", "content": record["system"]})
-    return messages
-
-
-def _alpaca(record: dict) -> list[dict]:
-    for key in ("instruction", "output"):
-        if not isinstance(record.get(key), str):
-            raise BadRecord(f"missing '{key}' text (alpaca format)")
-    messages = []
-    if isinstance(record.get("system"), str) and record["system"].strip():
-        messages.append({"role": "system", "content": record["system"]})
-    history = record.get("history") or []
-    if not isinstance(history, list):
-        raise BadRecord("'history' must be a list of [question, answer] pairs")
-    for number, pair in enumerate(history, 1):
-        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
-            raise BadRecord(f"history item {number} is not a [question, answer] pair")
-        messages += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
-    extra = record.get("input")
-    prompt = record["instruction"] + (f"\n{extra}" if isinstance(extra, str) and extra.strip() else "")
-    messages += [{"role": "user", "content": prompt}, {"role": "assistant", "content": record["output"]}]
-    return messages
-
-
-def iter_file(path: str | Path, data_cfg, on_columns=None) -> Iterator[tuple[str, object]]:
-    """(file:line, messages or BadRecord) for every record of one file, in the recipe's format; for a CSV,
-    `on_columns(note)` hears which columns were used."""
-    path = Path(path)
-    if not path.is_file():
-        raise DoctorKitError(f"{path}: data file not found (data.path / data.val_path)")
-    text = read_text(path, data_cfg.encoding)
-    fmt = data_cfg.format
-    if fmt == "csv" or (fmt == "auto" and path.suffix.lower() in (".csv", ".tsv")):
-        records = iter_csv_records(path, text, data_cfg.columns, on_columns)
-        fmt = "messages"
-    else:
-        records = iter_json_records(path, text)
-    for where, record in records:
-        if isinstance(record, BadRecord):
-            yield where, record
-            continue
-        if fmt == "auto":
-            fmt = detect_format(record) or "auto"
-            if fmt == "auto":
-                yield where, BadRecord("cannot detect the format (no 'messages', 'conversations' or "
-                                       "'instruction'/'output'); set data.format")
-                continue
-        try:
-            yield where, to_messages(record, fmt)
-        except BadRecord as err:
-            yield where, err

@@ -1,8 +1,8 @@
 """`python -m doctorkit.deid INPUT --out OUTPUT` (or `doctorkit deid`): de-identify a dialog file.
 
-Reads what training reads (messages / ShareGPT / Alpaca JSONL or JSON, CSV; encoding detected) through
-doctorkit.data.readers and writes messages JSONL: one line per readable record, same id, roles and order,
-identifiers replaced. Unreadable records are counted with file:line, never dropped silently.
+Reads what training reads (messages / ShareGPT / Alpaca JSONL or JSON, CSV, a registered format; encoding
+detected) through doctorkit.data.formats and writes messages JSONL: one line per readable record, same id,
+roles and order, identifiers replaced. Unreadable records are counted with file:line, never dropped silently.
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from doctorkit.data.readers import BadRecord, detect_format, iter_csv_records, iter_json_records, read_text, \
-    to_messages
+from doctorkit.data import formats
+from doctorkit.data.readers import BadRecord
 from doctorkit.deid import Deidentifier, STYLES
 from doctorkit.errors import DoctorKitError, cli_main
 from doctorkit.recipe import CsvColumns
@@ -28,25 +28,11 @@ PROBLEMS_SHOWN = 20   # file:line notes kept in the report
 def read_dialogs(path: Path, fmt: str, encoding: str, columns: CsvColumns):
     """(file:line, record id, messages or BadRecord) for every record; ids from the record's "id" field
     (CSV: the data.columns.id column is not kept by the reader, so rows are "<stem>-<index>")."""
-    text = read_text(path, encoding)
-    is_csv = fmt == "csv" or (fmt == "auto" and path.suffix.lower() in (".csv", ".tsv"))
-    rows = iter_csv_records(path, text, columns) if is_csv else iter_json_records(path, text)
-    known = "messages" if is_csv else (None if fmt == "auto" else fmt)
-    for index, (where, raw) in enumerate(rows):
+    for index, read in enumerate(formats.read_file(path, fmt, encoding, columns, hint="pass --format")):
+        raw = read.raw
         record_id = str(raw["id"]) if isinstance(raw, dict) and raw.get("id") not in (None, "") \
             else f"{path.stem}-{index}"
-        if isinstance(raw, BadRecord):
-            yield where, record_id, raw
-            continue
-        known = known or detect_format(raw)
-        if known is None:
-            yield where, record_id, BadRecord("cannot detect the format (no 'messages', 'conversations' or "
-                                              "'instruction'/'output'); pass --format")
-            continue
-        try:
-            yield where, record_id, to_messages(raw, known)
-        except BadRecord as err:
-            yield where, record_id, err
+        yield read.where, record_id, read.messages
 
 
 def deidentify_file(args) -> dict:
@@ -119,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-map", metavar="MAP.jsonl",
                         help="write (type, original, replacement) per replacement: this RE-IDENTIFIES the data")
     parser.add_argument("--seed", type=int, default=0, help="fixes surrogates and date offsets")
-    parser.add_argument("--format", default="auto", choices=["auto", "messages", "sharegpt", "alpaca", "csv"])
+    parser.add_argument("--format", default="auto", choices=formats.choices())
     parser.add_argument("--encoding", default="auto", help="auto detects (UTF-8, GB18030, ...)")
     parser.add_argument("--user-column", default="question", help="CSV: the patient's column")
     parser.add_argument("--assistant-column", default="answer", help="CSV: the doctor's column")

@@ -62,4 +62,5 @@ def load_items(path, max_samples, to_item, looks_right, expected: str) -> Loaded
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
+    """The rows write_jsonl wrote (the kit's own UTF-8 output); a user's file goes through iter_records."""
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -130,7 +130,9 @@ class KnowledgeBase:
         path = Path(path)
         if not path.is_file():
             raise DoctorKitError(f"{path}: knowledge base not found")
-        from doctorkit.data.readers import read_text   # the one encoding detector (UTF-8, GB18030, ...)
+        # the one encoding detector (UTF-8, GB18030, ...); a line with bytes it cannot decode is skipped, as in
+        # training data, instead of carrying lone surrogates into prompts
+        from doctorkit.data.readers import read_text, undecodable
 
         try:
             text = read_text(path)
@@ -142,6 +144,8 @@ class KnowledgeBase:
                 continue
             source = f"{path}:{number}"
             try:
+                if (bad := undecodable(line)) is not None:
+                    raise DoctorKitError(f"{source}: {bad}")
                 entry = parse_entry(line, source)
                 if entry.name in seen:
                     raise DoctorKitError(f"{source}: duplicate name '{entry.name}' (first at {seen[entry.name]})")

@@ -1,13 +1,13 @@
 """Dialog: reply to held-out conversations and compare with the doctor's real reply.
 
 The last assistant turn of each conversation is the reference, the turns before it the context.
-Files: any record format training reads (doctorkit.data.readers: messages, ShareGPT, Alpaca), JSONL or a
+Files: any record format training reads (doctorkit.data.formats: messages, ShareGPT, Alpaca), JSONL or a
 JSON list, in any encoding it detects.
 """
 from __future__ import annotations
 
-from doctorkit.data.readers import BadRecord, detect_format
-from doctorkit.data.readers import to_messages as readers_to_messages
+from doctorkit.data import formats
+from doctorkit.data.readers import BadRecord
 from doctorkit.evaluate.batching import generate_replies
 from doctorkit.evaluate.metrics import REPETITION_N, dialog_scores
 from doctorkit.evaluate.records import load_items
@@ -17,13 +17,14 @@ HEADLINE = ["bleu4", "chrf", "rougeL", "avg_pred_chars", f"repetition_{REPETITIO
 
 
 def looks_like_dialog(record) -> bool:
-    return detect_format(record) is not None
+    return formats.detect(record) is not None
 
 
 def to_messages(record: dict) -> list[dict]:
-    """The training readers' conversion (messages, ShareGPT, Alpaca with history and system)."""
+    """The training readers' conversion (any registered format: messages, ShareGPT, Alpaca with history and
+    system, or one of a user's own; doctorkit.data.formats)."""
     try:
-        return readers_to_messages(record, detect_format(record))
+        return formats.to_messages(record)
     except BadRecord as err:
         raise ValueError(str(err)) from None
 
