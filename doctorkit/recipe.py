@@ -101,6 +101,7 @@ class LoraConfig(Section):
     target_modules: Union[Literal["all-linear"], list[str]] = "all-linear"
     use_dora: bool = False           # weight-decomposed LoRA: a little better, slower
     use_rslora: bool = False         # rank-stabilized scaling: helps at high rank
+    adapter_dtype: Literal["fp32", "compute"] = "fp32"  # fp32: PEFT's default; compute: bf16 adapters, grads, states
 
 
 class QuantizationConfig(Section):  # method: qlora (the frozen base, loaded through bitsandbytes)

@@ -262,3 +262,32 @@ def test_activation_offloading_keeps_only_trls_stash_on_the_gpu(capsys, monkeypa
     assert shared_training_args(recipe, "out", False, torch.float32)["activation_offloading"] is False
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert shared_training_args(recipe, "out", False, torch.bfloat16)["activation_offloading"] is True
+
+
+def test_adapter_dtype_compute_halves_adapter_memory_and_casts_only_the_adapters(capsys):
+    """lora.adapter_dtype: compute (torchtune's choice) keeps LoRA weights, gradients and AdamW states in bf16:
+    half the bytes of PEFT's fp32 adapters; the base and P-tuning prefixes are untouched."""
+    import torch
+    from doctorkit.methods import lora
+    from doctorkit.recipe import load_recipe
+    from doctorkit.tiny import build_tiny
+    fp32 = estimate_json(capsys, *LLAMA_QLORA)
+    bf16 = estimate_json(capsys, *LLAMA_QLORA, "--set", "lora.adapter_dtype=compute")
+    n = fp32["trainable_params"]
+    assert fp32["memory"]["trainable_params"] == fp32["memory"]["gradients"] == 4 * n
+    assert bf16["memory"]["trainable_params"] == bf16["memory"]["gradients"] == 2 * n
+    assert bf16["memory"]["optimizer_states"] == fp32["memory"]["optimizer_states"]   # 8-bit states either way
+    adamw = estimate_json(capsys, *LLAMA_QLORA, "--set", "lora.adapter_dtype=compute", "--set", "train.optimizer=adamw_torch")
+    assert adamw["memory"]["optimizer_states"] == 2 * 2 * n                              # exp_avg + exp_avg_sq in bf16
+    prefix = estimate_json(capsys, "recipes/ptuning.yaml", "--set", "lora.adapter_dtype=compute", "--gpu", "rtx4090",
+                           "--tokens-per-sample", "500")
+    assert prefix["memory"]["trainable_params"] == 4 * prefix["trainable_params"]        # not a LoRA adapter
+    for dtype, wanted in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        recipe = load_recipe(QUICK, ["lora.adapter_dtype=compute", f"dtype={dtype}"])
+        model = lora.wrap(build_tiny(dtype=wanted)[0], recipe)
+        assert {p.dtype for p in model.parameters() if p.requires_grad} == {wanted}
+        assert {p.dtype for p in model.parameters() if not p.requires_grad} == {wanted}
+    default = lora.wrap(build_tiny(dtype=torch.bfloat16)[0], load_recipe(QUICK, ["dtype=bf16"]))
+    assert {p.dtype for p in default.parameters() if p.requires_grad} == {torch.float32}   # PEFT's default kept
+    with pytest.raises(DoctorKitError, match="adapter_dtype"):
+        lora.wrap(build_tiny(dtype=torch.float16)[0], load_recipe(QUICK, ["lora.adapter_dtype=compute", "dtype=fp16"]))

@@ -145,7 +145,9 @@ def estimate(recipe, args) -> dict:
         + (" NF4" + (" with double quantization" if job.double_quant else "") if job.weight_bits == 4 else "")
         + ("; embeddings, lm_head and norms upcast to fp32 by prepare_model_for_kbit_training"
            if job.weight_bits <= 8 and job.stack.kbit_upcast else ""),
-        f"trainable parameters in fp32 (PEFT keeps adapters in fp32); optimizer {job.optimizer}"
+        ("trainable parameters in fp32 (PEFT keeps adapters in fp32)" if job.stack.adapter_bytes == 4 else
+         f"trainable parameters, gradients and AdamW states in {8 * job.stack.adapter_bytes}-bit (lora.adapter_dtype: compute)")
+        + f"; optimizer {job.optimizer}"
         + (" (paged: its states can spill to CPU RAM under pressure, counted here in full)" if "paged" in job.optimizer else ""),
         f"rows of {seq} tokens for memory ("
         + ("packed rows are full" if recipe.data.packing else

@@ -120,7 +120,9 @@ def job_from_recipe(recipe, shape: Shape, seq: int, bf16_gpu: bool = True) -> Jo
         lora_dropout=recipe.lora.dropout, use_dora=recipe.lora.use_dora,
         prefix_projection=recipe.ptuning.prefix_projection, prefix_hidden=recipe.ptuning.prefix_hidden_size,
         activation_offloading=recipe.train.activation_offloading,
-        stack=Stack(kbit_upcast=recipe.train.upcast_fp32,
+        # lora.adapter_dtype: compute keeps LoRA weights, gradients and AdamW states in the 16-bit compute dtype
+        stack=Stack(adapter_bytes=act_bytes if terms["adapter"] == "lora" and recipe.lora.adapter_dtype == "compute" else 4,
+                    kbit_upcast=recipe.train.upcast_fp32,
                     # bitsandbytes' 4-bit matmul keeps only its packed weight for backward (MatMul4Bit, bnb >= 0.45);
                     # LLM.int8 keeps its input
                     quantized_saves_input=bits == 8,
