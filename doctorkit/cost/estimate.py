@@ -59,6 +59,8 @@ def what_would_fit(job: Job, memory_bytes: int) -> list[str]:
         changes.append(("attn_implementation: sdpa", {"attention": "sdpa"}))
     if not job.activation_offloading:
         changes.append(("train.activation_offloading: true", {"activation_offloading": True}))
+    if job.uses_lora and job.stack.adapter_bytes > job.act_bytes:
+        changes.append(("lora.adapter_dtype: compute", {"stack": dataclasses.replace(job.stack, adapter_bytes=job.act_bytes)}))
     advice, combined = [], {}
     for text, change in changes:
         combined.update(change)
