@@ -291,3 +291,16 @@ def test_adapter_dtype_compute_halves_adapter_memory_and_casts_only_the_adapters
     assert {p.dtype for p in default.parameters() if p.requires_grad} == {torch.float32}   # PEFT's default kept
     with pytest.raises(DoctorKitError, match="adapter_dtype"):
         lora.wrap(build_tiny(dtype=torch.float16)[0], load_recipe(QUICK, ["lora.adapter_dtype=compute", "dtype=fp16"]))
+
+
+def test_memory_goals_file_is_what_the_estimator_says_today(tmp_path):
+    """bench/results/memory-goals.json (README 'Memory goals') against a fresh run of bench.memory_goals: when the
+    estimator changes, rerun `python -m bench.memory_goals` and update the README table from it."""
+    from bench.memory_goals import main as goals
+    from pathlib import Path
+    goals(["--out", str(tmp_path / "goals.json")])
+    fresh = json.loads((tmp_path / "goals.json").read_text(encoding="utf-8"))
+    shipped = json.loads(Path("bench/results/memory-goals.json").read_text(encoding="utf-8"))
+    assert fresh == shipped
+    d = next(j for j in fresh["jobs"] if j["job"].startswith("d:"))["variants"]
+    assert d["as shipped"]["device_total_gib"] > d["as shipped"]["reserved_peak_gib"] > d["as shipped"]["tensor_peak_gib"]
