@@ -291,6 +291,9 @@ def test_adapter_dtype_compute_halves_adapter_memory_and_casts_only_the_adapters
     assert {p.dtype for p in default.parameters() if p.requires_grad} == {torch.float32}   # PEFT's default kept
     with pytest.raises(DoctorKitError, match="adapter_dtype"):
         lora.wrap(build_tiny(dtype=torch.float16)[0], load_recipe(QUICK, ["lora.adapter_dtype=compute", "dtype=fp16"]))
+    big = ["recipes/qlora.yaml", "--set", "train.batch_size=16", "--tokens-per-sample", "500"]
+    advice = lambda gpu: " ".join(estimate_json(capsys, *big, "--gpu", gpu)["advice"])  # noqa: E731
+    assert "lora.adapter_dtype: compute" in advice("a10") and "lora.adapter_dtype" not in advice("t4")  # T4: fp16
 
 
 def test_memory_goals_file_is_what_the_estimator_says_today(tmp_path):

@@ -45,8 +45,9 @@ def auto_batch(job: Job, gpu: Gpu, effective_batch: int) -> tuple[int, int]:
     return micro, effective_batch // micro
 
 
-def what_would_fit(job: Job, memory_bytes: int) -> list[str]:
-    """Recipe changes, one at a time and then all together, with the peak each gives."""
+def what_would_fit(job: Job, memory_bytes: int, bf16: bool = True) -> list[str]:
+    """Recipe changes, one at a time and then all together, with the peak each gives (bf16: the job trains in
+    bf16, so 16-bit adapters are possible; fp16 refuses them)."""
     changes = []
     if not job.checkpointing:
         changes.append(("gradient_checkpointing: true", {"checkpointing": True}))
@@ -59,7 +60,7 @@ def what_would_fit(job: Job, memory_bytes: int) -> list[str]:
         changes.append(("attn_implementation: sdpa", {"attention": "sdpa"}))
     if not job.activation_offloading:
         changes.append(("train.activation_offloading: true", {"activation_offloading": True}))
-    if job.uses_lora and job.stack.adapter_bytes > job.act_bytes:
+    if job.uses_lora and job.stack.adapter_bytes > job.act_bytes and bf16:
         changes.append(("lora.adapter_dtype: compute", {"stack": dataclasses.replace(job.stack, adapter_bytes=job.act_bytes)}))
     advice, combined = [], {}
     for text, change in changes:
@@ -139,7 +140,8 @@ def estimate(recipe, args) -> dict:
         fitting = [r for r in rows_out if r["fits"]]
         chosen = min(fitting, key=lambda r: (r["usd"], r["hours"])) if fitting else None
     memory_limit = chosen["memory_bytes"] if (args.gpu and chosen) else max(g.memory_bytes for g in GPUS)
-    advice = what_would_fit(job, memory_limit) if peak > memory_limit or (args.gpu and not chosen["fits"]) else []
+    bf16 = recipe.dtype == "bf16" or (recipe.dtype == "auto" and (args.gpu.bf16 if args.gpu else True))
+    advice = what_would_fit(job, memory_limit, bf16) if peak > memory_limit or (args.gpu and not chosen["fits"]) else []
 
     assumptions = [
         f"model shape from {shape_source}",
