@@ -2,11 +2,12 @@
 
     python -m bench.memory_goals [--out bench/results/memory-goals.json]
 
-Every job is estimated for an RTX 4090 as the recipe ships, then with the switches that save memory without changing
+Every job is estimated for an RTX 4090 as the recipe ships, then with the switch that saves memory without changing
 the training numerics (train.activation_offloading), then also with bf16 adapters (lora.adapter_dtype: compute,
-which changes the optimizer's rounding; bench/results/adapter-dtype-curves.json compares the loss). The peak is given as the tensor peak (comparable to
-torch.cuda.max_memory_allocated, which is what torchtune logs), the allocator's reserved peak, and the device total
-(CUDA context and paged optimizer states included: what must fit the card). No GPU is needed: these are estimates.
+which changes the optimizer's rounding; bench/results/adapter-dtype-curves.json compares the loss). The peak is
+given as the tensor peak (comparable to torch.cuda.max_memory_allocated, which torchtune logs), the allocator's
+reserved peak, and the device total (CUDA context and paged optimizer states included: what must fit the card).
+No GPU is needed: these are estimates.
 """
 from __future__ import annotations
 

@@ -91,7 +91,7 @@ class TrainConfig(Section):
     num_workers: int = Field(0, ge=0)            # dataloader worker processes
     loss: Literal["lean", "full"] = "lean"  # lean: no full [tokens, vocab] fp32 logits (TRL fused head on GPU, chunked CE on CPU)
     upcast_fp32: bool = False        # true: embeddings, lm_head and norms in fp32, as peft's prepare_model_for_kbit_training
-    activation_offloading: bool = False  # true (GPU): saved activations wait in CPU RAM until backward (TRL); exact, slower
+    activation_offloading: bool = False  # true (GPU): saved activations wait in CPU RAM (TRL); exact, slower
 
 
 class LoraConfig(Section):

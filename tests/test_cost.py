@@ -217,8 +217,8 @@ def test_auto_batch_keeps_the_effective_batch_and_is_the_largest_that_fits(capsy
     assert any("--auto-batch" in a for a in r["assumptions"])
 
 
-LLAMA_QLORA = ["recipes/qlora.yaml", "--set", "model=meta-llama/Llama-3.1-8B-Instruct", "--set", "train.max_seq_len=2048",
-               "--set", "data.packing=true", "--set", "train.batch_size=2", "--set", "gradient_checkpointing=true",
+LLAMA_QLORA = ["recipes/qlora.yaml", "--set", "model=meta-llama/Llama-3.1-8B-Instruct",
+               "--set", "train.max_seq_len=2048", "--set", "data.packing=true", "--set", "train.batch_size=2", "--set", "gradient_checkpointing=true",
                "--gpu", "rtx4090", "--tokens-per-sample", "500"]
 
 
@@ -277,7 +277,8 @@ def test_adapter_dtype_compute_halves_adapter_memory_and_casts_only_the_adapters
     assert fp32["memory"]["trainable_params"] == fp32["memory"]["gradients"] == 4 * n
     assert bf16["memory"]["trainable_params"] == bf16["memory"]["gradients"] == 2 * n
     assert bf16["memory"]["optimizer_states"] == fp32["memory"]["optimizer_states"]   # 8-bit states either way
-    adamw = estimate_json(capsys, *LLAMA_QLORA, "--set", "lora.adapter_dtype=compute", "--set", "train.optimizer=adamw_torch")
+    adamw = estimate_json(capsys, *LLAMA_QLORA, "--set", "lora.adapter_dtype=compute",
+                          "--set", "train.optimizer=adamw_torch")
     assert adamw["memory"]["optimizer_states"] == 2 * 2 * n                              # exp_avg + exp_avg_sq in bf16
     prefix = estimate_json(capsys, "recipes/ptuning.yaml", "--set", "lora.adapter_dtype=compute", "--gpu", "rtx4090",
                            "--tokens-per-sample", "500")
@@ -306,4 +307,5 @@ def test_memory_goals_file_is_what_the_estimator_says_today(tmp_path):
     shipped = json.loads(Path("bench/results/memory-goals.json").read_text(encoding="utf-8"))
     assert fresh == shipped
     d = next(j for j in fresh["jobs"] if j["job"].startswith("d:"))["variants"]
-    assert d["as shipped"]["device_total_gib"] > d["as shipped"]["reserved_peak_gib"] > d["as shipped"]["tensor_peak_gib"]
+    shipped_d = d["as shipped"]
+    assert shipped_d["device_total_gib"] > shipped_d["reserved_peak_gib"] > shipped_d["tensor_peak_gib"]

@@ -61,7 +61,8 @@ def what_would_fit(job: Job, memory_bytes: int, bf16: bool = True) -> list[str]:
     if not job.activation_offloading:
         changes.append(("train.activation_offloading: true", {"activation_offloading": True}))
     if job.uses_lora and job.stack.adapter_bytes > job.act_bytes and bf16:
-        changes.append(("lora.adapter_dtype: compute", {"stack": dataclasses.replace(job.stack, adapter_bytes=job.act_bytes)}))
+        lean_adapters = dataclasses.replace(job.stack, adapter_bytes=job.act_bytes)
+        changes.append(("lora.adapter_dtype: compute", {"stack": lean_adapters}))
     advice, combined = [], {}
     for text, change in changes:
         combined.update(change)
@@ -150,7 +151,8 @@ def estimate(recipe, args) -> dict:
         + ("; embeddings, lm_head and norms upcast to fp32 by prepare_model_for_kbit_training"
            if job.weight_bits <= 8 and job.stack.kbit_upcast else ""),
         ("trainable parameters in fp32 (PEFT keeps adapters in fp32)" if job.stack.adapter_bytes == 4 else
-         f"trainable parameters, gradients and AdamW states in {8 * job.stack.adapter_bytes}-bit (lora.adapter_dtype: compute)")
+         f"trainable parameters, gradients and AdamW states in {8 * job.stack.adapter_bytes}-bit "
+         "(lora.adapter_dtype: compute)")
         + f"; optimizer {job.optimizer}"
         + (" (paged: its states can spill to CPU RAM under pressure, counted here in full)" if "paged" in job.optimizer else ""),
         f"rows of {seq} tokens for memory ("
@@ -170,7 +172,8 @@ def estimate(recipe, args) -> dict:
         f"{job.stack.allocator_slack:.0%} of the tensors; tensor peak ~ torch.cuda.max_memory_allocated (torchtune "
         "logs it as peak_memory_alloc), + slack ~ max_memory_reserved, device total ~ nvidia-smi: what must fit",
         *([f"activation offloading: saved activations wait in pinned CPU RAM "
-           f"({offloaded_bytes(job) / GiB:.2f} GiB), at most {min(job.shape.layers, OFFLOAD_STASH)} layers' on the GPU; its copies overlap compute, time not modelled (torchtune: <1% slower on Llama3-8B)"]
+           f"({offloaded_bytes(job) / GiB:.2f} GiB), at most {min(job.shape.layers, OFFLOAD_STASH)} layers' on the "
+           "GPU; its copies overlap compute, time not modelled (torchtune: <1% slower on Llama3-8B)"]
           if job.activation_offloading else []),
         f"tokens: {how}" + (f"; scaled to {samples:,} samples" if args.samples and measured else ""),
         f"FLOPs/token {fpt:.3g}: forward 2N, backward 2N activation gradients through the frozen base (no weight "

@@ -121,7 +121,8 @@ def job_from_recipe(recipe, shape: Shape, seq: int, bf16_gpu: bool = True) -> Jo
         prefix_projection=recipe.ptuning.prefix_projection, prefix_hidden=recipe.ptuning.prefix_hidden_size,
         activation_offloading=recipe.train.activation_offloading,
         # lora.adapter_dtype: compute keeps LoRA weights, gradients and AdamW states in the 16-bit compute dtype
-        stack=Stack(adapter_bytes=act_bytes if terms["adapter"] == "lora" and recipe.lora.adapter_dtype == "compute" else 4,
+        stack=Stack(adapter_bytes=act_bytes if terms["adapter"] == "lora" and recipe.lora.adapter_dtype == "compute"
+                    else 4,
                     kbit_upcast=recipe.train.upcast_fp32,
                     # bitsandbytes' 4-bit matmul keeps only its packed weight for backward (MatMul4Bit, bnb >= 0.45);
                     # LLM.int8 keeps its input
