@@ -218,7 +218,8 @@ def test_auto_batch_keeps_the_effective_batch_and_is_the_largest_that_fits(capsy
 
 
 LLAMA_QLORA = ["recipes/qlora.yaml", "--set", "model=meta-llama/Llama-3.1-8B-Instruct",
-               "--set", "train.max_seq_len=2048", "--set", "data.packing=true", "--set", "train.batch_size=2", "--set", "gradient_checkpointing=true",
+               "--set", "train.max_seq_len=2048", "--set", "data.packing=true", "--set", "train.batch_size=2",
+               "--set", "gradient_checkpointing=true",
                "--gpu", "rtx4090", "--tokens-per-sample", "500"]
 
 
