@@ -104,6 +104,7 @@ class TrainConfig(Section):
     num_workers: int = Field(0, ge=0)            # dataloader worker processes
     loss: Literal["lean", "full"] = "lean"  # lean: no full [tokens, vocab] fp32 logits (TRL fused head on GPU, chunked CE on CPU)
     upcast_fp32: bool = False        # true: embeddings, lm_head and norms in fp32, as peft's prepare_model_for_kbit_training
+    activation_offloading: bool = False  # true (GPU): saved activations wait in CPU RAM (TRL); exact, slower
 
 
 class LoraConfig(Section):
@@ -113,6 +114,7 @@ class LoraConfig(Section):
     target_modules: Union[Literal["all-linear"], list[str]] = "all-linear"
     use_dora: bool = False           # weight-decomposed LoRA: a little better, slower
     use_rslora: bool = False         # rank-stabilized scaling: helps at high rank
+    adapter_dtype: Literal["fp32", "compute"] = "fp32"  # fp32: PEFT's default; compute: bf16 adapters, grads, states
 
 
 class QuantizationConfig(Section):  # method: qlora (the frozen base, loaded through bitsandbytes)

@@ -215,3 +215,98 @@ def test_auto_batch_keeps_the_effective_batch_and_is_the_largest_that_fits(capsy
     at = lambda n: estimate_json(capsys, *argv, "--set", f"train.batch_size={n}")  # noqa: E731
     assert larger and not at(larger[0])["fits"]      # the next micro-batch that keeps 24 does not fit
     assert any("--auto-batch" in a for a in r["assumptions"])
+
+
+LLAMA_QLORA = ["recipes/qlora.yaml", "--set", "model=meta-llama/Llama-3.1-8B-Instruct",
+               "--set", "train.max_seq_len=2048", "--set", "data.packing=true", "--set", "train.batch_size=2",
+               "--set", "gradient_checkpointing=true",
+               "--gpu", "rtx4090", "--tokens-per-sample", "500"]
+
+
+def test_peak_is_shown_as_allocated_reserved_and_device_total(capsys):
+    """The same peak as torch.cuda.max_memory_allocated, max_memory_reserved and nvidia-smi would show it: paged
+    8-bit optimizer states (bitsandbytes' CUDA managed memory, only for parameters of >= 1e5 elements) and the CUDA
+    context are outside PyTorch's allocator."""
+    r = estimate_json(capsys, *LLAMA_QLORA)
+    m = r["memory"]
+    # r=64 on all linears of Llama-3.1-8B: only k_proj's and v_proj's B (1024 x 64 = 65536 elements) are not paged
+    assert r["paged_optimizer_bytes"] == (r["trainable_params"] - 32 * 2 * 1024 * 64) * 2
+    assert r["device_peak_bytes"] == pytest.approx(r["peak_memory_bytes"], abs=2)
+    assert r["reserved_peak_bytes"] == pytest.approx(
+        r["peak_memory_bytes"] - m["cuda_context"] - r["paged_optimizer_bytes"], abs=4)
+    assert r["tensor_peak_bytes"] == pytest.approx(r["reserved_peak_bytes"] - m["allocator_slack"], abs=4)
+    small = estimate_json(capsys, *LLAMA_QLORA, "--set", "lora.r=4", "--set", "lora.target_modules=[q_proj,v_proj]")
+    assert small["paged_optimizer_bytes"] == 0         # r x 4096 = 16384 elements: below bitsandbytes' paging size
+    plain = estimate_json(capsys, *LLAMA_QLORA, "--set", "train.optimizer=adamw_torch")
+    assert plain["paged_optimizer_bytes"] == 0
+    text = (main(LLAMA_QLORA), capsys.readouterr().out)[1]
+    assert "comparable to torch.cuda.max_memory_allocated" in text and "device total incl. CUDA context" in text
+
+
+def test_activation_offloading_keeps_only_trls_stash_on_the_gpu(capsys, monkeypatch):
+    """train.activation_offloading: with checkpointing every layer keeps one input (tokens x hidden, bf16); TRL's
+    OffloadActivations keeps at most its forward stash of 5 on the GPU, the other 27 of Llama's 32 wait in CPU RAM."""
+    base = estimate_json(capsys, *LLAMA_QLORA)
+    off = estimate_json(capsys, *LLAMA_QLORA, "--set", "train.activation_offloading=true")
+    layer_input = 2 * 2048 * 4096 * 2
+    assert off["cpu_offloaded_bytes"] == 27 * layer_input
+    assert base["memory"]["activations"] - off["memory"]["activations"] == pytest.approx(27 * layer_input, abs=2)
+    assert base["cpu_offloaded_bytes"] == 0 and off["peak_memory_bytes"] < base["peak_memory_bytes"]
+    assert any("offloading" in a for a in off["assumptions"])
+    too_big = estimate_json(capsys, *LLAMA_QLORA, "--set", "train.batch_size=32")
+    assert any(a.startswith("train.activation_offloading: true ->") for a in too_big["advice"])
+    # training: TRL gets the switch on a GPU only (its offloader needs an accelerator; on a CPU nothing to move)
+    import torch
+    from doctorkit.recipe import load_recipe
+    from doctorkit.stages import shared_training_args
+    recipe = load_recipe(QUICK, ["train.activation_offloading=true"])
+    assert shared_training_args(recipe, "out", False, torch.float32)["activation_offloading"] is False
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert shared_training_args(recipe, "out", False, torch.bfloat16)["activation_offloading"] is True
+
+
+def test_adapter_dtype_compute_halves_adapter_memory_and_casts_only_the_adapters(capsys):
+    """lora.adapter_dtype: compute (torchtune's choice) keeps LoRA weights, gradients and AdamW states in bf16:
+    half the bytes of PEFT's fp32 adapters; the base and P-tuning prefixes are untouched."""
+    import torch
+    from doctorkit.methods import lora
+    from doctorkit.recipe import load_recipe
+    from doctorkit.tiny import build_tiny
+    fp32 = estimate_json(capsys, *LLAMA_QLORA)
+    bf16 = estimate_json(capsys, *LLAMA_QLORA, "--set", "lora.adapter_dtype=compute")
+    n = fp32["trainable_params"]
+    assert fp32["memory"]["trainable_params"] == fp32["memory"]["gradients"] == 4 * n
+    assert bf16["memory"]["trainable_params"] == bf16["memory"]["gradients"] == 2 * n
+    assert bf16["memory"]["optimizer_states"] == fp32["memory"]["optimizer_states"]   # 8-bit states either way
+    adamw = estimate_json(capsys, *LLAMA_QLORA, "--set", "lora.adapter_dtype=compute",
+                          "--set", "train.optimizer=adamw_torch")
+    assert adamw["memory"]["optimizer_states"] == 2 * 2 * n                              # exp_avg + exp_avg_sq in bf16
+    prefix = estimate_json(capsys, "recipes/ptuning.yaml", "--set", "lora.adapter_dtype=compute", "--gpu", "rtx4090",
+                           "--tokens-per-sample", "500")
+    assert prefix["memory"]["trainable_params"] == 4 * prefix["trainable_params"]        # not a LoRA adapter
+    for dtype, wanted in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        recipe = load_recipe(QUICK, ["lora.adapter_dtype=compute", f"dtype={dtype}"])
+        model = lora.wrap(build_tiny(dtype=wanted)[0], recipe)
+        assert {p.dtype for p in model.parameters() if p.requires_grad} == {wanted}
+        assert {p.dtype for p in model.parameters() if not p.requires_grad} == {wanted}
+    default = lora.wrap(build_tiny(dtype=torch.bfloat16)[0], load_recipe(QUICK, ["dtype=bf16"]))
+    assert {p.dtype for p in default.parameters() if p.requires_grad} == {torch.float32}   # PEFT's default kept
+    with pytest.raises(DoctorKitError, match="adapter_dtype"):
+        lora.wrap(build_tiny(dtype=torch.float16)[0], load_recipe(QUICK, ["lora.adapter_dtype=compute", "dtype=fp16"]))
+    big = ["recipes/qlora.yaml", "--set", "train.batch_size=16", "--tokens-per-sample", "500"]
+    advice = lambda gpu: " ".join(estimate_json(capsys, *big, "--gpu", gpu)["advice"])  # noqa: E731
+    assert "lora.adapter_dtype: compute" in advice("a10") and "lora.adapter_dtype" not in advice("t4")  # T4: fp16
+
+
+def test_memory_goals_file_is_what_the_estimator_says_today(tmp_path):
+    """bench/results/memory-goals.json (README 'Memory goals') against a fresh run of bench.memory_goals: when the
+    estimator changes, rerun `python -m bench.memory_goals` and update the README table from it."""
+    from bench.memory_goals import main as goals
+    from pathlib import Path
+    goals(["--out", str(tmp_path / "goals.json")])
+    fresh = json.loads((tmp_path / "goals.json").read_text(encoding="utf-8"))
+    shipped = json.loads(Path("bench/results/memory-goals.json").read_text(encoding="utf-8"))
+    assert fresh == shipped
+    d = next(j for j in fresh["jobs"] if j["job"].startswith("d:"))["variants"]
+    shipped_d = d["as shipped"]
+    assert shipped_d["device_total_gib"] > shipped_d["reserved_peak_gib"] > shipped_d["tensor_peak_gib"]

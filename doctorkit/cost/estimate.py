@@ -6,7 +6,8 @@ import math
 
 from doctorkit.cost.catalog import GPUS, PRICE_SOURCE, Gpu
 from doctorkit.cost.job import Job, job_from_recipe
-from doctorkit.cost.memory import breakdown, peak_bytes, trainable_params
+from doctorkit.cost.memory import (OFFLOAD_STASH, breakdown, offloaded_bytes, paged_optimizer_bytes, peak_bytes,
+                                   peak_figures, trainable_params)
 from doctorkit.cost.shapes import resolve_shape
 from doctorkit.cost.speed import efficiency, flops_per_token
 from doctorkit.cost.tokens import data_tokens, epoch_tokens
@@ -44,8 +45,9 @@ def auto_batch(job: Job, gpu: Gpu, effective_batch: int) -> tuple[int, int]:
     return micro, effective_batch // micro
 
 
-def what_would_fit(job: Job, memory_bytes: int) -> list[str]:
-    """Recipe changes, one at a time and then all together, with the peak each gives."""
+def what_would_fit(job: Job, memory_bytes: int, bf16: bool = True) -> list[str]:
+    """Recipe changes, one at a time and then all together, with the peak each gives (bf16: the job trains in
+    bf16, so 16-bit adapters are possible; fp16 refuses them)."""
     changes = []
     if not job.checkpointing:
         changes.append(("gradient_checkpointing: true", {"checkpointing": True}))
@@ -56,6 +58,11 @@ def what_would_fit(job: Job, memory_bytes: int) -> list[str]:
         changes.append((f"train.max_seq_len: {job.seq // 2}", {"seq": job.seq // 2}))
     if job.attention == "eager":
         changes.append(("attn_implementation: sdpa", {"attention": "sdpa"}))
+    if not job.activation_offloading:
+        changes.append(("train.activation_offloading: true", {"activation_offloading": True}))
+    if job.uses_lora and job.stack.adapter_bytes > job.act_bytes and bf16:
+        lean_adapters = dataclasses.replace(job.stack, adapter_bytes=job.act_bytes)
+        changes.append(("lora.adapter_dtype: compute", {"stack": lean_adapters}))
     advice, combined = [], {}
     for text, change in changes:
         combined.update(change)
@@ -134,7 +141,8 @@ def estimate(recipe, args) -> dict:
         fitting = [r for r in rows_out if r["fits"]]
         chosen = min(fitting, key=lambda r: (r["usd"], r["hours"])) if fitting else None
     memory_limit = chosen["memory_bytes"] if (args.gpu and chosen) else max(g.memory_bytes for g in GPUS)
-    advice = what_would_fit(job, memory_limit) if peak > memory_limit or (args.gpu and not chosen["fits"]) else []
+    bf16 = recipe.dtype == "bf16" or (recipe.dtype == "auto" and (args.gpu.bf16 if args.gpu else True))
+    advice = what_would_fit(job, memory_limit, bf16) if peak > memory_limit or (args.gpu and not chosen["fits"]) else []
 
     assumptions = [
         f"model shape from {shape_source}",
@@ -142,7 +150,10 @@ def estimate(recipe, args) -> dict:
         + (" NF4" + (" with double quantization" if job.double_quant else "") if job.weight_bits == 4 else "")
         + ("; embeddings, lm_head and norms upcast to fp32 by prepare_model_for_kbit_training"
            if job.weight_bits <= 8 and job.stack.kbit_upcast else ""),
-        f"trainable parameters in fp32 (PEFT keeps adapters in fp32); optimizer {job.optimizer}"
+        ("trainable parameters in fp32 (PEFT keeps adapters in fp32)" if job.stack.adapter_bytes == 4 else
+         f"trainable parameters, gradients and AdamW states in {8 * job.stack.adapter_bytes}-bit "
+         "(lora.adapter_dtype: compute)")
+        + f"; optimizer {job.optimizer}"
         + (" (paged: its states can spill to CPU RAM under pressure, counted here in full)" if "paged" in job.optimizer else ""),
         f"rows of {seq} tokens for memory ("
         + ("packed rows are full" if recipe.data.packing else
@@ -158,7 +169,12 @@ def estimate(recipe, args) -> dict:
         "loss: " + {"fused": "TRL's fused LM head (no full logits)",
                     "full": "full logits + fp32 copies for the loss"}.get(job.stack.loss_head, job.stack.loss_head),
         f"CUDA context {job.stack.cuda_context_bytes / GiB:.1f} GiB; allocator slack "
-        f"{job.stack.allocator_slack:.0%} of the tensors",
+        f"{job.stack.allocator_slack:.0%} of the tensors; tensor peak ~ torch.cuda.max_memory_allocated (torchtune "
+        "logs it as peak_memory_alloc), + slack ~ max_memory_reserved, device total ~ nvidia-smi: what must fit",
+        *([f"activation offloading: saved activations wait in pinned CPU RAM "
+           f"({offloaded_bytes(job) / GiB:.2f} GiB), at most {min(job.shape.layers, OFFLOAD_STASH)} layers' on the "
+           "GPU; its copies overlap compute, time not modelled (torchtune: <1% slower on Llama3-8B)"]
+          if job.activation_offloading else []),
         f"tokens: {how}" + (f"; scaled to {samples:,} samples" if args.samples and measured else ""),
         f"FLOPs/token {fpt:.3g}: forward 2N, backward 2N activation gradients through the frozen base (no weight "
         "gradients), 6x adapter params" + (", +2N recompute" if job.checkpointing else "")
@@ -175,6 +191,9 @@ def estimate(recipe, args) -> dict:
         "memory": {k: int(round(v)) for k, v in parts.items()},
         "transients": {k: int(round(v)) for k, v in transients.items()},
         "peak_memory_bytes": int(round(peak)),
+        **{k: int(round(v)) for k, v in peak_figures(job, parts).items()},
+        "paged_optimizer_bytes": int(round(paged_optimizer_bytes(job))),
+        "cpu_offloaded_bytes": int(round(offloaded_bytes(job))),
         "samples": samples, "tokens_per_epoch": round(per_epoch), "tokens": tokens, "schedule": schedule,
         "flops_per_token": fpt, "flops": flops,
         "gpu": chosen["gpu"] if chosen else None, "fits": bool(chosen and chosen["fits"]),

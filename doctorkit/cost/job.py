@@ -57,6 +57,7 @@ class Job:
     pre_seq_len: int = 0
     prefix_projection: bool = False
     prefix_hidden: int = 512
+    activation_offloading: bool = False  # train.activation_offloading: saved activations wait in CPU RAM (TRL)
     stack: Stack = dataclasses.field(default_factory=Stack)
     # The method's terms (its COST_TERMS, doctorkit.methods); None: taken from the method when the Job is made.
     adapter: Optional[str] = None     # lora: rank-r matrices on lora_targets; prefix: P-tuning K/V; none
@@ -118,7 +119,11 @@ def job_from_recipe(recipe, shape: Shape, seq: int, bf16_gpu: bool = True) -> Jo
         lora_r=recipe.lora.r, lora_targets=lora_targets(recipe.lora.target_modules, shape),
         lora_dropout=recipe.lora.dropout, use_dora=recipe.lora.use_dora,
         prefix_projection=recipe.ptuning.prefix_projection, prefix_hidden=recipe.ptuning.prefix_hidden_size,
-        stack=Stack(kbit_upcast=recipe.train.upcast_fp32,
+        activation_offloading=recipe.train.activation_offloading,
+        # lora.adapter_dtype: compute keeps LoRA weights, gradients and AdamW states in the 16-bit compute dtype
+        stack=Stack(adapter_bytes=act_bytes if terms["adapter"] == "lora" and recipe.lora.adapter_dtype == "compute"
+                    else 4,
+                    kbit_upcast=recipe.train.upcast_fp32,
                     # bitsandbytes' 4-bit matmul keeps only its packed weight for backward (MatMul4Bit, bnb >= 0.45);
                     # LLM.int8 keeps its input
                     quantized_saves_input=bits == 8,

@@ -4,15 +4,21 @@ peak = persistent tensors (weights, trainable parameters, their gradients, optim
      + activations saved for backward (all of them, or only each layer's input with gradient checkpointing)
      + the largest transient of the backward pass (loss head, one recomputed layer, 4-bit dequantized weight)
      + allocator slack + CUDA context.
+With train.activation_offloading the saved activations of all but the last few layers wait in CPU RAM instead.
+peak_figures gives the same peak as torch.cuda.max_memory_allocated / max_memory_reserved / nvidia-smi would show it.
 Transient candidates are reported next to the breakdown but only their maximum is summed.
 """
 from __future__ import annotations
+
+import dataclasses
 
 from doctorkit.cost.job import EIGHT_BIT_OPTIMIZERS, Job
 
 NF4_BLOCK = 64          # bitsandbytes 4-bit: one absmax per 64 weights
 DQ_BLOCK = 256          # double quantization: absmax themselves 8-bit, one fp32 scale per 256 of them
 FUSED_TILE = 4096 * 4096  # TRL's fused LM head works on [4096 tokens x vocab chunk] fp32 tiles
+OFFLOAD_STASH = 5       # TRL's OffloadActivations keeps the last 5 saved tensors of the forward on the GPU
+PAGE_MIN_NUMEL = 100_000  # bitsandbytes' paged optimizers page the states of parameters of >= 1e5 elements only
 
 
 def weight_bytes(job: Job) -> float:
@@ -56,6 +62,25 @@ def optimizer_bytes_per_param(job: Job) -> float:
     if job.optimizer in ("sgd", "adafactor"):
         return 0.0 if job.optimizer == "sgd" else 1.0
     return 2.0 * job.stack.adapter_bytes        # Adam: exp_avg + exp_avg_sq in the parameters' dtype
+
+
+def paged_optimizer_bytes(job: Job) -> float:
+    """Optimizer states a paged bitsandbytes optimizer keeps in CUDA managed memory: on the GPU until memory runs
+    short, but outside PyTorch's allocator, so torch.cuda.max_memory_allocated/reserved do not count them."""
+    if "paged" not in job.optimizer:
+        return 0.0
+    per_param = optimizer_bytes_per_param(job)
+    if job.uses_lora and job.own_trainable is None:   # each LoRA A (r x in) and B (out x r) is its own parameter
+        linears = job.shape.linears()
+        sizes = [job.lora_r * n for t in job.lora_targets for n in linears[t]]
+        return job.shape.layers * sum(n for n in sizes if n >= PAGE_MIN_NUMEL) * per_param
+    return trainable_params(job) * per_param          # other adapters: counted as paged in full
+
+
+def resident_layers(job: Job) -> int:
+    """Decoder layers whose saved activations are on the GPU at the peak: all, or with train.activation_offloading
+    at most those in TRL's forward stash (one saved layer input per layer with checkpointing; fewer without)."""
+    return min(job.shape.layers, OFFLOAD_STASH) if job.activation_offloading else job.shape.layers
 
 
 def _saves_input(job: Job, target: str) -> bool:
@@ -107,9 +132,9 @@ def breakdown(job: Job) -> tuple[dict[str, float], dict[str, float]]:
     per_layer = layer_bytes_per_token(job) * tokens
     final = tokens * s.hidden * (4 + a)          # final norm input + hidden states into the LM head
     if job.checkpointing:                        # only each layer's input survives; a layer is recomputed
-        activations = s.layers * tokens * s.hidden * a + final
+        activations = resident_layers(job) * tokens * s.hidden * a + final
     else:
-        activations = s.layers * per_layer + final
+        activations = resident_layers(job) * per_layer + final
     prefix_kv = 0.0
     if job.adapter == "prefix":                 # prefix K/V expanded to the batch, its copy inside attention, grad
         prefix_kv = 3 * s.layers * 2 * job.pre_seq_len * s.kv_dim * job.sequences * a
@@ -136,3 +161,22 @@ def breakdown(job: Job) -> tuple[dict[str, float], dict[str, float]]:
 
 def peak_bytes(job: Job) -> float:
     return sum(breakdown(job)[0].values())
+
+
+def peak_figures(job: Job, parts: dict[str, float]) -> dict[str, float]:
+    """One peak as the three quantities people measure (bytes):
+    tensor_peak: live tensors in PyTorch's allocator, comparable to torch.cuda.max_memory_allocated;
+    reserved_peak: plus the allocator's slack, comparable to torch.cuda.max_memory_reserved;
+    device_peak: plus the CUDA context and paged optimizer states (nvidia-smi; what must fit the card)."""
+    device = sum(parts.values())
+    reserved = device - parts["cuda_context"] - paged_optimizer_bytes(job)
+    return {"tensor_peak_bytes": reserved - parts["allocator_slack"], "reserved_peak_bytes": reserved,
+            "device_peak_bytes": device}
+
+
+def offloaded_bytes(job: Job) -> float:
+    """Saved activations that wait in CPU RAM (pinned) with train.activation_offloading."""
+    if not job.activation_offloading:
+        return 0.0
+    kept = breakdown(dataclasses.replace(job, activation_offloading=False))[0]["activations"]
+    return kept - breakdown(job)[0]["activations"]

@@ -14,6 +14,10 @@ def _gib(n: float) -> str:
     return f"{n / GiB:8.2f}"
 
 
+def _device_label(r: dict) -> str:
+    return "device total incl. CUDA context" + (" and paged optimizer states" if r["paged_optimizer_bytes"] else "")
+
+
 def render(r: dict) -> str:
     s = r["shape"]
     lines = [
@@ -29,7 +33,15 @@ def render(r: dict) -> str:
         if value:
             lines.append(f"  {LABELS.get(key, key):<32}{_gib(value)}")
     transient = ", ".join(f"{k} {v / GiB:.2f}" for k, v in r["transients"].items())
-    lines += [f"  {'peak':<32}{_gib(r['peak_memory_bytes'])}", f"    (backward transient candidates, GiB: {transient})", ""]
+    lines += [f"  {'peak':<32}{_gib(r['peak_memory_bytes'])}", f"    (backward transient candidates, GiB: {transient})",
+              "  the same peak, as measured by:",
+              f"    {'tensor peak (comparable to torch.cuda.max_memory_allocated)':<62}{_gib(r['tensor_peak_bytes'])}",
+              f"    {'+ allocator slack (comparable to max_memory_reserved)':<62}{_gib(r['reserved_peak_bytes'])}",
+              f"    {_device_label(r):<62}{_gib(r['device_peak_bytes'])}"]
+    if r["cpu_offloaded_bytes"]:
+        lines.append(f"    {'offloaded activations in pinned CPU RAM (not on the GPU)':<62}"
+                     f"{_gib(r['cpu_offloaded_bytes'])}")
+    lines.append("")
     lines.append(f"  data    {r['schedule']}: {r['tokens']:,} tokens to train "
                  f"({r['tokens_per_epoch']:,} per epoch), {r['flops']:.3g} FLOPs")
     if r["gpu"]:

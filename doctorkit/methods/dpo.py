@@ -77,7 +77,7 @@ def continue_adapter(model, adapter_dir: Path, recipe):
 
     if is_quantized(recipe):  # the same preparation qlora.wrap gives a fresh adapter
         model = prepare_quantized_base(model, recipe)
-    return PeftModel.from_pretrained(model, Path(adapter_dir), is_trainable=True)
+    return lora.set_adapter_dtype(PeftModel.from_pretrained(model, Path(adapter_dir), is_trainable=True), recipe)
 
 
 def load(base_model, run_dir: Path):

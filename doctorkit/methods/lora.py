@@ -7,7 +7,7 @@ from doctorkit.errors import DoctorKitError
 
 PEFT_ADAPTER = True  # adapter/ is a PEFT LoRA adapter (doctorkit.serve, vLLM --lora-modules)
 # The saved adapter folder holds PEFT's file names (doctorkit.methods DEFAULTS); rundir.check_adapter checks them.
-RESUME_KEYS = ("lora.r", "lora.target_modules", "lora.use_dora")  # they shape the saved tensors
+RESUME_KEYS = ("lora.r", "lora.target_modules", "lora.use_dora", "lora.adapter_dtype")  # they shape the saved tensors
 SECTION = "lora"     # recipe section of its options (doctorkit.recipe.LoraConfig)
 MERGES = True        # export merges the adapter into the base weights (merge_and_unload)
 COST_TERMS = {"adapter": "lora"}  # doctorkit.cost.job.Job: rank-r matrices on lora.target_modules
@@ -47,9 +47,32 @@ def wrap(model, recipe):
     try:
         from peft import get_peft_model
 
-        return get_peft_model(model, peft_config(recipe))
+        peft_model = get_peft_model(model, peft_config(recipe))
     except ValueError as err:  # e.g. target_modules that match nothing in this model
         raise DoctorKitError(f"lora.target_modules: {str(err).splitlines()[0]}") from None
+    return set_adapter_dtype(peft_model, recipe)
+
+
+def set_adapter_dtype(peft_model, recipe):
+    """lora.adapter_dtype: compute casts the trainable adapter weights to the compute dtype (bf16), as torchtune
+    trains them: weights, gradients and AdamW states at half the bytes, updates rounded to bf16. PEFT has no switch
+    for this on 4-bit bases (autocast_adapter_dtype=False only skips its fp32 upcast of bf16 adapters, and on a
+    bitsandbytes base they are made in fp32), hence the cast here. fp16 is refused: the fp16 gradient scaler
+    cannot unscale fp16 gradients."""
+    import torch
+
+    from doctorkit.model import resolve_dtype
+
+    if recipe.lora.adapter_dtype != "compute":
+        return peft_model
+    compute = resolve_dtype(recipe.dtype)   # what the trainer computes in (bf16 on Ampere+, fp32 on a CPU)
+    if compute == torch.float16:
+        raise DoctorKitError("lora.adapter_dtype: compute needs bf16 (or fp32); with fp16 the gradient scaler "
+                             "cannot unscale fp16 adapter gradients: set lora.adapter_dtype: fp32 or dtype: bf16")
+    for param in peft_model.parameters():
+        if param.requires_grad:
+            param.data = param.data.to(compute)
+    return peft_model
 
 
 def load(base_model, run_dir: Path):

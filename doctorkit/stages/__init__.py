@@ -164,6 +164,8 @@ def shared_training_args(recipe, output_dir: Path, has_eval: bool, dtype: torch.
         bf16=on_gpu and dtype == torch.bfloat16, fp16=on_gpu and dtype == torch.float16, use_cpu=not on_gpu,
         activation_checkpointing=bool(recipe.gradient_checkpointing),  # transformers 5 name for gradient checkpointing
         activation_checkpointing_kwargs={"use_reentrant": False} if recipe.gradient_checkpointing else None,
+        # TRL's OffloadActivations needs an accelerator to offload from; on a CPU the activations already are in RAM
+        activation_offloading=t.activation_offloading and on_gpu,
         max_length=t.max_seq_len,
         dataloader_num_workers=t.num_workers,
         report_to=["tensorboard"], seed=recipe.seed, data_seed=recipe.seed,
