@@ -128,7 +128,10 @@ def breakdown(job: Job) -> tuple[dict[str, float], dict[str, float]]:
     prefix_kv = 0.0
     if job.adapter == "prefix":                 # prefix K/V expanded to the batch, its copy inside attention, grad
         prefix_kv = 3 * s.layers * 2 * job.pre_seq_len * s.kv_dim * job.sequences * a
-    grads_in_flight = tokens * a * 2 * (s.hidden + s.intermediate)
+    # a layer's widest tensors in flight besides its saved ones, in 16-bit and in the adapters' dtype (PEFT's cast
+    # copy): the MLP-wide input of down_proj while it is recomputed, or its gradient, and a hidden-wide gradient
+    # (traced: the peak with checkpointing falls in down_proj's recompute)
+    grads_in_flight = tokens * (a + job.stack.adapter_bytes) * (s.hidden + s.intermediate)
     transients = {
         "loss_head": loss_head_bytes(job),
         "backward_layer": (per_layer if job.checkpointing else 0) + grads_in_flight,
