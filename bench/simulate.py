@@ -37,9 +37,9 @@ NOT_TRACED = [
     "fused attention workspace on GPUs (flash / memory-efficient SDPA kernels): the CPU SDPA kernel is traced",
     "CUDA context and caching-allocator fragmentation (estimate terms cuda_context, allocator_slack): left out",
     "TRL's Triton fused LM head (GPU, train.loss: lean): traced as the chunked cross-entropy that replaces it on CPU",
-    "FLOPs: FlopCounterMode counts SDPA over the full seq x seq (the estimator counts the causal half) and the chunked "
-    "loss recomputes the LM head in backward (+2 x vocab x hidden per token); expect traced >= estimated, and "
-    "the estimate with both added (ratio_as_traced) to match",
+    "FLOPs: FlopCounterMode counts SDPA over the full seq x seq (the estimator counts the causal half) with the "
+    "scores recomputed in backward, and the chunked loss recomputes the LM head in backward (+2 x vocab x hidden per "
+    "token); expect traced >= estimated, and the estimate counted the tracer's way (ratio_as_traced) to match",
     "gradients: the traced peak falls at the start of backward (loss head), before gradients exist; the estimator "
     "counts all of them at the peak (an upper bound)",
     "LoRA dropout: traced with the kernel GPUs run (torch.native_dropout, 1-byte mask), not the CPU's composite "
@@ -231,10 +231,13 @@ def simulate(recipe, shape_name: str) -> dict:
     total_traced = sum(v for k, v in measured.items() if estimated[k] is not None)
     est_fpt = flops_per_token(job)
     # what the tracer counts differently, added to the estimate for a like-for-like ratio: SDPA over the full
-    # seq x seq (the estimator's causal half once more, in every attention pass: forward, 2x backward, recompute)
-    # and the chunked loss's LM-head recompute in backward (2 x vocab x hidden per token)
+    # seq x seq (twice the estimator's causal half) with the backward's recompute of the scores (torch's formula:
+    # 5 matmuls against the forward's 2; the estimator: 2 x forward), in the forward, backward and checkpointing's
+    # recompute; and the chunked loss's LM-head recompute in backward (2 x vocab x hidden per token)
     causal_pass = 2 * 2 * shape.layers * shape.q_dim * (seq / 2)
-    as_traced = est_fpt + causal_pass * (3 + (1 if job.checkpointing else 0)) + 2 * shape.vocab * shape.hidden
+    passes = 1 if job.checkpointing else 0
+    traced_attention = 2 * causal_pass * (1 + 2.5 + passes)
+    as_traced = est_fpt - causal_pass * (3 + passes) + traced_attention + 2 * shape.vocab * shape.hidden
     traced_fpt = flops.get_total_flops() / (batch * seq)
     return {
         "shape": shape_name, "recipe_method": recipe.method, "traced_method": traced_method,

@@ -8,7 +8,7 @@ activations outweigh its weights (about 20 MiB against 8 MiB without checkpointi
 - checkpointing on: only each layer's input plus one recomputed layer; if the trace or the estimator ignored
   checkpointing, traced and estimated would differ about 3x.
 Gradients are not compared: the traced peak can fall before most gradients exist, while the estimator counts them
-all (an upper bound).
+all (an upper bound). FLOPs are compared as the tracer counts them (bench/simulate.py "ratio_as_traced").
 """
 import json
 
@@ -39,6 +39,9 @@ def test_traced_step_agrees_with_the_estimate_with_and_without_checkpointing(tmp
         for key in ("parameters (frozen + trainable)", "optimizer_states", "activations + temporaries"):
             assert result["compare_bytes"][key]["ratio"] == pytest.approx(1.0, abs=0.10), (result["gradient_checkpointing"], key)
         assert result["tensor_peak_bytes"]["ratio"] == pytest.approx(1.0, abs=0.10)
+        # FLOPs, once the estimate counts what the tracer counts differently (full SDPA, the loss head's recompute);
+        # left: layer 0 computes no input gradient, checkpointing stops its recompute at the last saved tensor
+        assert result["flops_per_token"]["ratio_as_traced"] == pytest.approx(1.0, abs=0.03)
     # the trace itself sees checkpointing: without it the saved activations are several times larger
     acts = lambda r: r["traced_peak_by_category_bytes"]["Activation"]  # noqa: E731
     assert acts(off) > 2.5 * acts(on)
