@@ -6,10 +6,11 @@
 
 The model is built from the shape (doctorkit.cost.shapes) under PyTorch's FakeTensorMode: every tensor has its
 real shape and dtype but no storage, so an 8B step runs on a laptop. The recipe's method wraps it (PEFT LoRA),
-then one forward, backward (the recipe's loss: train.loss) and AdamW step run under
-torch.distributed._tools.mem_tracker.MemTracker (memory by category at the peak) and
-torch.utils.flop_counter.FlopCounterMode (FLOPs of every matmul and attention call). The result is compared with
-doctorkit.cost's estimate of the same job, component by component.
+then two steps of forward, backward (the recipe's loss: train.loss) and AdamW run: the first under
+torch.utils.flop_counter.FlopCounterMode (FLOPs of every matmul and attention call; it also creates the optimizer
+states), the second under torch.distributed._tools.mem_tracker.MemTracker (memory by category at the peak). Apart,
+because the FLOP counter's backward hooks would keep checkpointing's recomputed layers alive. The result is compared
+with doctorkit.cost's estimate of the same job, component by component. An 8B trace takes about 20 s of CPU.
 
 What tracing cannot cover is listed in the output ("not_traced"): bitsandbytes 4/8-bit kernels (they are not fake-
 tensor aware, so QLoRA is traced as its 16-bit LoRA equivalent and only the 16-bit parts are compared), the
