@@ -1,8 +1,14 @@
 """bench.simulate traces one real LoRA training step with fake tensors; the estimator agrees within +-10% by category.
 
-Shape: builtin:tiny (2 layers, 64 wide, 2k vocabulary), bf16, batch 1 x 64 tokens, checkpointing off, the lean
-(chunked) loss: about half a minute of tracing. Gradients are not compared: the traced peak falls at the start of
-backward (the loss head), before any gradient exists, while the estimator counts them all (an upper bound).
+Shape: a small Llama-style config (4 layers, 256 wide, GQA 4/2 heads, MLP 704, 1k vocabulary) written to a folder,
+bf16, batch 1 x 256 tokens, LoRA on all linears with dropout (recipes/lora.yaml), the lean (chunked) loss. Its
+activations outweigh its weights (about 20 MiB against 8 MiB without checkpointing), so the comparison is about them:
+- checkpointing off: every layer's saved tensors (about 5 MiB a layer) are alive at the peak; an activation formula
+  off by 2x would miss the category by 35% or more;
+- checkpointing on: only each layer's input plus one recomputed layer; if the trace or the estimator ignored
+  checkpointing, traced and estimated would differ about 3x.
+Gradients are not compared: the traced peak can fall before most gradients exist, while the estimator counts them
+all (an upper bound). FLOPs are compared as the tracer counts them (bench/simulate.py "ratio_as_traced").
 """
 import json
 
@@ -10,18 +16,34 @@ import pytest
 
 from bench import simulate
 
+SMALL = {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
+         "intermediate_size": 704, "vocab_size": 1024, "tie_word_embeddings": False}
+
+
+def traced(tmp_path, checkpointing: bool) -> dict:
+    model = tmp_path / "small-llama"
+    model.mkdir(exist_ok=True)
+    (model / "config.json").write_text(json.dumps(SMALL), encoding="utf-8")
+    out = tmp_path / f"simulated-{checkpointing}.json"
+    assert simulate.main([str(model), "recipes/lora.yaml", "--set", "train.max_seq_len=256",
+                          "--set", "train.batch_size=1", "--set", f"gradient_checkpointing={str(checkpointing).lower()}",
+                          "--out", str(out)]) == 0
+    return json.loads(out.read_text(encoding="utf-8"))
+
 
 @pytest.mark.slow
-def test_traced_step_agrees_with_the_estimate(tmp_path, capsys):
-    out = tmp_path / "simulated.json"
-    assert simulate.main(["builtin:tiny", "recipes/lora.yaml", "--set", "train.max_seq_len=64",
-                          "--set", "train.batch_size=1", "--set", "gradient_checkpointing=false",
-                          "--out", str(out)]) == 0
+def test_traced_step_agrees_with_the_estimate_with_and_without_checkpointing(tmp_path, capsys):
+    off, on = traced(tmp_path, False), traced(tmp_path, True)
     printed = capsys.readouterr().out
-    result = json.loads(out.read_text(encoding="utf-8"))
-    traced = result["traced_peak_by_category_bytes"]
-    assert traced["Parameter"] > 0 and traced["Optstate"] > 0 and traced["Activation"] > 0
-    for key in ("parameters (frozen + trainable)", "optimizer_states", "activations + temporaries"):
-        assert result["compare_bytes"][key]["ratio"] == pytest.approx(1.0, abs=0.10), key
-    assert result["tensor_peak_bytes"]["ratio"] == pytest.approx(1.0, abs=0.10)
+    for result in (off, on):
+        for key in ("parameters (frozen + trainable)", "optimizer_states", "activations + temporaries"):
+            assert result["compare_bytes"][key]["ratio"] == pytest.approx(1.0, abs=0.10), (result["gradient_checkpointing"], key)
+        assert result["tensor_peak_bytes"]["ratio"] == pytest.approx(1.0, abs=0.10)
+        # FLOPs, once the estimate counts what the tracer counts differently (full SDPA, the loss head's recompute);
+        # left: layer 0 computes no input gradient, checkpointing stops its recompute at the last saved tensor
+        assert result["flops_per_token"]["ratio_as_traced"] == pytest.approx(1.0, abs=0.03)
+    # the trace itself sees checkpointing: without it the saved activations are several times larger
+    acts = lambda r: r["traced_peak_by_category_bytes"]["Activation"]  # noqa: E731
+    assert acts(off) > 2.5 * acts(on)
+    assert off["traced_peak_by_category_bytes"]["Activation"] > off["traced_peak_by_category_bytes"]["Parameter"]
     assert "bitsandbytes" in printed and "fused attention" in printed   # says what it could not trace

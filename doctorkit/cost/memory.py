@@ -83,30 +83,45 @@ def resident_layers(job: Job) -> int:
     return min(job.shape.layers, OFFLOAD_STASH) if job.activation_offloading else job.shape.layers
 
 
-def _saves_input(job: Job, target: str) -> bool:
-    quantized = job.weight_bits <= 8 and job.stack.quantized_saves_input
-    return quantized or (job.uses_lora and target in job.lora_targets)
-
-
 def layer_bytes_per_token(job: Job) -> float:
-    """Activations one decoder layer keeps for backward, per token (HF Llama/Qwen-style layer)."""
-    s, a = job.shape, job.act_bytes
+    """Activations one decoder layer keeps for backward, per token (HF Llama/Qwen/GLM-style layer under PEFT).
+
+    Checked tensor by tensor against a traced step (python -m bench.simulate; tests/test_simulate.py):
+    - each RMSNorm keeps its fp32-upcast input;
+    - a frozen 16-bit linear keeps only its weight (no activation); a 4/8-bit one that saves its input keeps it;
+    - each LoRA module casts its input to the adapters' dtype (fp32) and keeps that copy for lora_A, or with dropout
+      the dropout output plus a 1-byte mask (GPU kernel), and lora_B keeps lora_A's rank-r output: per module,
+      since q, k and v (gate and up) each make their own copy;
+    - attention keeps q, k, v and its output; K/V repeated to all heads unless flash_attention_2 (transformers
+      repeats them for eager, and for SDPA whenever there is a mask: padding, packed rows), and SDPA with a mask
+      keeps it as a float [seq x seq] per layer; eager keeps its fp32 softmax and 16-bit scores instead;
+    - the gated MLP keeps the gate output (act-fn input), the act-fn output and the up output.
+    """
+    s, a, ad = job.shape, job.act_bytes, job.stack.adapter_bytes
     kv_len = job.seq + job.pre_seq_len
     total = 2 * 4 * s.hidden                     # two RMSNorms keep their fp32-upcast input
-    groups = {"q": s.hidden, "o": s.q_dim, "up": s.hidden, "down": s.intermediate}  # distinct linear inputs
-    members = {"q": ("q", "k", "v"), "o": ("o",), "up": ("gate", "up"), "down": ("down",)}
-    for group, width in groups.items():
-        savers = [t for t in members[group] if t in s.linears() and _saves_input(job, t)]
-        if not savers:
+    widths = {"q": s.hidden, "k": s.hidden, "v": s.hidden, "o": s.q_dim,
+              "gate": s.hidden, "up": s.hidden, "down": s.intermediate}
+    groups = (("q", "k", "v"), ("o",), ("gate", "up"), ("down",))   # linears that read the same input
+    for group in groups:
+        present = [t for t in group if t in s.linears()]
+        if not present:
             continue
-        if job.uses_lora and job.lora_dropout > 0:   # each LoRA module keeps its own dropout output and mask
-            lora_savers = [t for t in savers if t in job.lora_targets]
-            total += len(lora_savers) * width * (a + 1) + (width * a if len(lora_savers) < len(savers) else 0)
+        width = widths[present[0]]
+        lora = [t for t in present if job.uses_lora and t in job.lora_targets]
+        if job.lora_dropout > 0:
+            own = width * (ad + 1)               # dropout output in the adapters' dtype + bool mask
         else:
+            own = width * ad if ad != a else 0   # the cast copy; none when the dtypes agree (the shared input)
+        total += len(lora) * (own + job.lora_r * ad)
+        base_keeps = job.weight_bits <= 8 and job.stack.quantized_saves_input  # a 4/8-bit matmul keeps its input
+        if base_keeps or (lora and not own):
             total += width * a
-    total += a * (2 * s.q_dim + 2 * s.kv_dim)    # attention keeps q, k, v and its output
-    if job.attention == "eager":                 # eager materializes the scores: fp32 softmax + 16-bit copy,
-        total += s.heads * kv_len * (4 + a) + 2 * a * s.q_dim   # and K/V repeated to all heads
+    kv_width = s.kv_dim if job.attention == "flash_attention_2" else s.q_dim
+    if job.attention == "eager":                 # q, repeated K and V, the fp32 softmax and its 16-bit copy
+        total += a * (s.q_dim + 2 * kv_width) + s.heads * kv_len * (4 + a)
+    else:                                        # the kernel keeps q, k, v and its output; SDPA also the float
+        total += a * (2 * s.q_dim + 2 * kv_width) + (a * kv_len if job.attention == "sdpa" else 0)  # mask
     total += a * s.intermediate * (3 if s.gated_mlp else 1)     # act-fn input, act output, up output
     return total
 
@@ -138,7 +153,10 @@ def breakdown(job: Job) -> tuple[dict[str, float], dict[str, float]]:
     prefix_kv = 0.0
     if job.adapter == "prefix":                 # prefix K/V expanded to the batch, its copy inside attention, grad
         prefix_kv = 3 * s.layers * 2 * job.pre_seq_len * s.kv_dim * job.sequences * a
-    grads_in_flight = tokens * a * 2 * (s.hidden + s.intermediate)
+    # a layer's widest tensors in flight besides its saved ones, in 16-bit and in the adapters' dtype (PEFT's cast
+    # copy): the MLP-wide input of down_proj while it is recomputed, or its gradient, and a hidden-wide gradient
+    # (traced: the peak with checkpointing falls in down_proj's recompute)
+    grads_in_flight = tokens * (a + job.stack.adapter_bytes) * (s.hidden + s.intermediate)
     transients = {
         "loss_head": loss_head_bytes(job),
         "backward_layer": (per_layer if job.checkpointing else 0) + grads_in_flight,

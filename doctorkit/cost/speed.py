@@ -3,7 +3,8 @@
 FLOPs per trained token (matmuls only; N = decoder linears + LM head, A = causal attention scores + mixing):
   forward 2N + A;  backward 2N + 2A for activation gradients through the frozen base (LoRA and P-tuning put
   trainable parameters in every layer, so gradients flow through all of them) but no weight gradients for it;
-  adapters cost 6 x their parameters; gradient checkpointing recomputes the decoder forward (2N_layers + A);
+  adapters cost 6 x their parameters; gradient checkpointing recomputes the decoder forward (2N_layers + A,
+  + 2 x adapter parameters);
   DPO also runs the frozen reference forward (2N + A).
 
 The calibration contract (bench/train_speed.py writes it, this module reads it):
@@ -44,8 +45,8 @@ def flops_per_token(job: Job, row_len: float | None = None) -> float:
     attention = 2 * 2 * s.layers * s.q_dim * (row_len / 2 + job.pre_seq_len)
     adapters = 6 * trainable_params(job) if job.uses_lora else 0
     total = (2 * n_all + attention) + (2 * n_all + 2 * attention) + adapters
-    if job.checkpointing:
-        total += 2 * n_layers + attention
+    if job.checkpointing:                        # the layers' forward again, adapters included
+        total += 2 * n_layers + attention + (2 * trainable_params(job) if job.uses_lora else 0)
     if job.reference_forward:
         total += 2 * n_all + attention
     return total
