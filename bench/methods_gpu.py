@@ -29,7 +29,7 @@ QWEN25_7B = dict(KNOWN["qwen2.5-7b"].config_kwargs(), max_position_embeddings=32
 METHOD_SETTINGS = {
     "lora": ["lora.r=16", "lora.alpha=32"],
     "qlora": ["lora.r=16", "lora.alpha=32", "quantization.bits=4", "train.optimizer=paged_adamw_8bit"],
-    "ptuning": ["ptuning.pre_seq_len=128", "ptuning.quantization_bits=4", "train.learning_rate=2e-2"],
+    "ptuning": ["lora=null", "ptuning.pre_seq_len=128", "ptuning.quantization_bits=4", "train.learning_rate=2e-2"],
 }
 
 

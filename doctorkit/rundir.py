@@ -71,7 +71,7 @@ def read_run_recipe(run_dir: str | Path):
         raise DoctorKitError(f"{run_dir}: run directory not found (train one: python -m doctorkit.train RECIPE)")
     if not (run_dir / RECIPE).is_file():
         raise DoctorKitError(f"{run_dir}: no {RECIPE} here; not a run directory, or its training did not finish")
-    recipe = load_recipe(run_dir / RECIPE)
+    recipe = load_recipe(run_dir / RECIPE, saved=True)
     if not (run_dir / ADAPTER).is_dir():
         raise DoctorKitError(f"{run_dir}: no {ADAPTER}/ here; the run did not finish (resume it with --resume)")
     check_adapter(run_dir / ADAPTER, recipe.method)

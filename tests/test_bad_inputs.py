@@ -111,7 +111,8 @@ CASES = [
     (T + ["--set", "output_dir={file}"], "is a file"),
     (T + ["--set", "output_dir=/proc/doctorkit-run"], "not writable"),
     (T + ["--set", "output_dir={started}", "--resume"], "changed lora.r"),
-    (T + ["--set", "output_dir={started}", "--resume", "--set", "method=ptuning"], "changed method"),
+    (T + ["--set", "output_dir={started}", "--resume", "--set", "method=ptuning", "--set", "lora=null"],
+     "changed method"),
     (T + ["--set", "output_dir={run}"], "already holds a run"),
     # data
     (D + ["preview", QUICK, "--n", "-1"], "--n"),
