@@ -85,10 +85,10 @@ def is_exported_model(path: str | Path) -> bool:
 
 def load_run(run_dir: str | Path, device: str | None = None) -> Run:
     """Base model + trained parameters + tokenizer, in eval mode, ready to generate."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from doctorkit.methods import get_method
-    from doctorkit.model import load_model_and_tokenizer, resolve_dtype
+    from doctorkit.model import load_model_and_tokenizer, load_tokenizer, resolve_dtype
 
     run_dir = Path(run_dir)
     if run_dir.is_dir():
@@ -97,14 +97,14 @@ def load_run(run_dir: str | Path, device: str | None = None) -> Run:
         check_model_folder(run_dir)
         with loading(run_dir):
             model = AutoModelForCausalLM.from_pretrained(run_dir, dtype=resolve_dtype("auto"))
-            tokenizer = AutoTokenizer.from_pretrained(run_dir)
+            tokenizer = load_tokenizer(run_dir)
         return Run(_ready(model, device), tokenizer, None, run_dir)
     recipe = read_run_recipe(run_dir)
     method = get_method(recipe.method)
     model, tokenizer = load_model_and_tokenizer(recipe, for_training=False, extra_kwargs=method.load_kwargs(recipe))
     if (run_dir / TOKENIZER).is_dir():
         with loading(run_dir / TOKENIZER):
-            tokenizer = AutoTokenizer.from_pretrained(run_dir / TOKENIZER)
+            tokenizer = load_tokenizer(run_dir, recipe.trust_remote_code)   # the run's own tokenizer/
     with loading(run_dir / ADAPTER):
         model = method.load(model, run_dir)
     return Run(_ready(model, device), tokenizer, recipe, run_dir)

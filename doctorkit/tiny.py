@@ -85,11 +85,16 @@ def build_config(tokenizer) -> Qwen2Config:
     )
 
 
-def build_tiny(name: str = "tiny", dtype: torch.dtype = torch.float32):
-    """(model, tokenizer) for `builtin:<name>`; the same weights in every process."""
+def build_tiny_tokenizer(name: str = "tiny") -> PreTrainedTokenizerFast:
+    """The tokenizer of `builtin:<name>`, without building the model."""
     if name != "tiny":
         raise ValueError(f"unknown builtin model 'builtin:{name}' (available: builtin:tiny)")
-    tokenizer = build_tokenizer("chatml")
+    return build_tokenizer("chatml")
+
+
+def build_tiny(name: str = "tiny", dtype: torch.dtype = torch.float32):
+    """(model, tokenizer) for `builtin:<name>`; the same weights in every process."""
+    tokenizer = build_tiny_tokenizer(name)
     config = build_config(tokenizer)
     config.attn_implementation = "sdpa"
     with torch.random.fork_rng(devices=[]):

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from doctorkit import argtypes
+from doctorkit import argtypes, sampling
 from doctorkit.errors import DoctorKitError, cli_main
 from doctorkit.evaluate.tasks import EvalOptions, available_tasks, get_task
 
@@ -39,7 +39,8 @@ def parse_args(argv):
     exam.add_argument("--shots-from", help="dev/validation file or folder the shots come from (never the test items)")
     exam.add_argument("--cot", action="store_true", help="chain-of-thought: reason first, answer after 答案：")
     exam.add_argument("--samples", type=int, default=1, help="N sampled chains per question, majority vote")
-    exam.add_argument("--temperature", type=float, default=0.7, help="sampling temperature for --samples")
+    exam.add_argument("--temperature", type=float, default=sampling.TEMPERATURE,
+                      help=f"sampling temperature for --samples (default {sampling.TEMPERATURE})")
     exam.add_argument("--seed", type=int, default=0, help="sampling seed for --samples")
     exam.add_argument("--multi-threshold", type=_threshold,
                       help="loglik, multi-answer: choose options with probability >= this (default 1/n options), "

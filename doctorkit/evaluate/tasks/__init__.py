@@ -18,6 +18,7 @@ import pkgutil
 from dataclasses import asdict, dataclass
 from typing import Optional, Union
 
+from doctorkit import sampling
 from doctorkit.errors import DoctorKitError
 
 
@@ -34,7 +35,7 @@ class EvalOptions:
     shots_from: Optional[str] = None  # mcq: dev/validation file or folder the shots come from
     cot: bool = False                # mcq: chain-of-thought prompt, answer read after "答案："
     samples: int = 1                 # mcq: sampled chains per question, majority vote (self-consistency)
-    temperature: float = 0.7         # mcq --samples: sampling temperature
+    temperature: float = sampling.TEMPERATURE  # mcq --samples: sampling temperature (chat's default)
     seed: int = 0                    # mcq --samples: sampling seed (reruns sample the same chains)
     multi_threshold: Optional[Union[float, str]] = None  # mcq loglik, multi-answer: option probability to choose
                                      # (default 1/n), or "calibrate" on the --shots-from dev file
