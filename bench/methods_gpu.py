@@ -43,7 +43,7 @@ def build_model(folder: Path) -> None:
 
 def write_data(path: Path, samples: int, seq: int) -> None:
     """Conversations long enough to be truncated to exactly `seq` tokens (the tokenizer is byte-level)."""
-    from doctorkit.sampledata import corpus_text
+    from doctorkit.builtin.sampledata import corpus_text
 
     text = corpus_text()
     chunk = (text * (seq * 4 // max(len(text), 1) + 2))[: seq * 3]

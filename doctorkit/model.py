@@ -10,10 +10,10 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from doctorkit.builtin.tiny import BUILTIN_PREFIX, build_tiny, build_tiny_tokenizer
 from doctorkit.errors import DoctorKitError
 from doctorkit.offline import missing_hub_model, missing_model_hint
 from doctorkit.rundir import TOKENIZER
-from doctorkit.tiny import BUILTIN_PREFIX, build_tiny, build_tiny_tokenizer
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 

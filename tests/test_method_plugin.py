@@ -78,8 +78,8 @@ def ia3_run(ia3, tmp_path_factory):
 
 
 def test_its_section_is_accepted_only_with_it(ia3):
-    assert load_recipe(QUICKSTART, ["method=ia3", "lora=null", "ia3.target_modules=[v_proj]", "ia3.feedforward_modules=[]"]
-                       ).ia3.target_modules == ["v_proj"]
+    assert load_recipe(QUICKSTART, ["method=ia3", "lora=null", "ia3.target_modules=[v_proj]",
+                                    "ia3.feedforward_modules=[]"]).ia3.target_modules == ["v_proj"]
     with pytest.raises(DoctorKitError, match="section 'ia3' belongs to method ia3, but method is lora") as err:
         load_recipe(QUICKSTART, ["ia3.target_modules=[v_proj]"])
     assert "\n" not in str(err.value)

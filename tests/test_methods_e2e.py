@@ -130,7 +130,7 @@ def test_ptuning_trains_the_prefix_only_and_chats(ptuning_run, capsys):
 def test_ptuning_export_writes_prefix_and_a_loader_that_reproduces_the_run(ptuning_run, tmp_path, capsys):
     from doctorkit.export import main as export_main
     from doctorkit.rundir import load_run
-    from doctorkit.tiny import build_tiny
+    from doctorkit.builtin.tiny import build_tiny
 
     with pytest.raises(DoctorKitError, match="cannot be exported --merged"):
         export_main([str(ptuning_run), "--out", str(tmp_path / "merged"), "--merged"])

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from doctorkit.builtin.tiny import build_tokenizer
 from doctorkit.errors import DoctorKitError
 from doctorkit.model import load_tokenizer
-from doctorkit.tiny import build_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,7 +1,7 @@
 """The embedded tiny model (`model: builtin:tiny`): a real Qwen2 architecture, built offline in well under
 a second, so the quickstart and the tests need no hub.
 
-Its tokenizer is a byte-level BPE trained on our own sample text (doctorkit.sampledata), so every
+Its tokenizer is a byte-level BPE trained on our own sample text (doctorkit.builtin.sampledata), so every
 Chinese character of the sample is a token or a few, and any other text still encodes through bytes.
 Weights come from a fixed seed: `builtin:tiny` is the same model in every process, which is what lets a
 run directory name it as its base and chat reload it bit for bit.
@@ -17,7 +17,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-from doctorkit.sampledata import corpus_text
+from doctorkit.builtin.sampledata import corpus_text
 
 BUILTIN_PREFIX = "builtin:"
 SEED = 1234
