@@ -283,7 +283,8 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, schema: ty
     section at its defaults, so the sections its method does not read are dropped rather than refused."""
     raw = read_yaml(path)
     if saved and schema is Recipe:
-        raw = {key: value for key, value in raw.items() if key not in unread_sections(raw.get("method", "lora"))}
+        unread = unread_sections(raw.get("method", Recipe.model_fields["method"].default))
+        raw = {key: value for key, value in raw.items() if key not in unread}
     if not raw and not overrides:  # an empty file would silently run every default (a full training run)
         raise DoctorKitError(f"{path}: the recipe is empty; start from one in recipes/ (see recipes/README.md)")
     raw = apply_overrides(raw, overrides or [])

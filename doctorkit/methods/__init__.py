@@ -10,9 +10,9 @@ and, optional (their defaults are in DEFAULTS below, the one place they are writ
     ADAPTER_CONFIG, ADAPTER_WEIGHTS  -> file names in RUN_DIR/adapter/ (checked before loading: doctorkit.rundir)
     RESUME_KEYS                      -> recipe keys a checkpoint is tied to (--resume refuses a change)
     SECTION, CONFIG                  -> the recipe key of its own options and their pydantic Section class
-                                        (a registered method's section is accepted only with that method)
     SECTIONS                         -> every recipe section it reads (default: SECTION alone); a recipe may
-                                        hold another method's section only when its own method reads it too
+                                        hold a method's section only when its own method reads it
+                                        (doctorkit.recipe checks it: one line naming the sections it reads)
     STAGE                            -> "sft" or "dpo": the training stage that runs it (doctorkit.stages)
     GRADIENT_CHECKPOINTING           -> default when the recipe leaves gradient_checkpointing unset
     PEFT_ADAPTER                     -> True when adapter/ is a PEFT adapter: several load onto one base
