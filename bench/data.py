@@ -2,7 +2,7 @@
 
 Real doctor–patient exchanges are short questions with replies whose lengths spread over an order of
 magnitude (a one-line answer next to a page of advice): lognormal lengths model that tail. The words come
-from doctorkit.sampledata, so the embedded tokenizer covers them and no outside text is committed.
+from doctorkit.builtin.sampledata, so the embedded tokenizer covers them and no outside text is committed.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import json
 import random
 from pathlib import Path
 
-from doctorkit.sampledata import corpus_text
+from doctorkit.builtin.sampledata import corpus_text
 
 # characters per turn ~ lognormal(median, sigma), shaped after a public Chinese medical SFT set
 # (replies: median ~120 characters, p95 ~700, i.e. sigma ~1); questions are short.

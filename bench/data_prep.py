@@ -26,7 +26,7 @@ RESULTS = Path(__file__).parent / "results"
 def timed_prepare(data: Path, num_proc: int) -> tuple[float, int]:
     from doctorkit.data import prepare
     from doctorkit.recipe import load_recipe
-    from doctorkit.tiny import build_tokenizer
+    from doctorkit.builtin.tiny import build_tokenizer
 
     recipe = load_recipe("recipes/quickstart.yaml", [f"data.path={data}", "data.val_ratio=0", f"data.num_proc={num_proc}",
                                                      "train.max_seq_len=512"])

@@ -20,43 +20,30 @@ import subprocess
 import sys
 from pathlib import Path
 
-from doctorkit.cost.shapes import KNOWN
-
 ROOT = Path(__file__).resolve().parent.parent
-# Qwen2.5-7B(-Instruct) config.json, as published: the shape from the cost estimator's table, plus the rest.
-QWEN25_7B = dict(KNOWN["qwen2.5-7b"].config_kwargs(), max_position_embeddings=32768, rope_theta=1e6,
-                 rms_norm_eps=1e-6, hidden_act="silu")
 METHOD_SETTINGS = {
     "lora": ["lora.r=16", "lora.alpha=32"],
     "qlora": ["lora.r=16", "lora.alpha=32", "quantization.bits=4", "train.optimizer=paged_adamw_8bit"],
-    "ptuning": ["ptuning.pre_seq_len=128", "ptuning.quantization_bits=4", "train.learning_rate=2e-2"],
+    "ptuning": ["lora=null", "ptuning.pre_seq_len=128", "ptuning.quantization_bits=4", "train.learning_rate=2e-2"],
 }
 
 
 def build_model(folder: Path) -> None:
-    """Random-weight Qwen2.5-7B shape in bf16, with our tiny tokenizer (token ids only need to be < vocab)."""
+    """Random-weight Qwen2.5-7B shape (doctorkit/cost/shapes.py) in bf16, with our tiny tokenizer (token ids only
+    need to be < vocab): bench/models.py builds it, as for bench.train_speed."""
     if (folder / "config.json").is_file():
         return
     import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from doctorkit.tiny import build_tokenizer
+    from bench.models import build_folder
 
-    tokenizer = build_tokenizer("chatml")
-    config = Qwen2Config(**QWEN25_7B, eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
-                         pad_token_id=tokenizer.pad_token_id)
-    torch.set_default_dtype(torch.bfloat16)
-    with torch.device("cuda"):
-        model = Qwen2ForCausalLM(config)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    del model
+    build_folder("qwen2.5-7b-shape", folder)
     torch.cuda.empty_cache()
 
 
 def write_data(path: Path, samples: int, seq: int) -> None:
     """Conversations long enough to be truncated to exactly `seq` tokens (the tokenizer is byte-level)."""
-    from doctorkit.sampledata import corpus_text
+    from doctorkit.builtin.sampledata import corpus_text
 
     text = corpus_text()
     chunk = (text * (seq * 4 // max(len(text), 1) + 2))[: seq * 3]

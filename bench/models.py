@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
+from doctorkit.builtin.tiny import build_tokenizer
 from doctorkit.cost.shapes import KNOWN
-from doctorkit.tiny import build_tokenizer
 
 CACHE = Path(__file__).parent / ".cache" / "models"
 
@@ -69,7 +69,7 @@ def build_folder(name: str, folder: Path) -> None:
 def parameter_count(name: str) -> int:
     """Total parameters, counted on the meta device (nothing is built or written)."""
     if name.startswith("builtin:"):
-        from doctorkit.tiny import build_tiny
+        from doctorkit.builtin.tiny import build_tiny
         return sum(p.numel() for p in build_tiny()[0].parameters())
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(BUILDERS[name](len(build_tokenizer("chatml"))))

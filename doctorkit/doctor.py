@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from doctorkit.errors import cli_main
+from doctorkit.errors import DoctorKitError, cli_main
 
 GiB = 1024 ** 3
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")   # the ones that change which kernels run
@@ -241,6 +241,9 @@ def render(r: dict) -> str:
     for row in r["recipes"]:
         peak = "-" if row["peak_memory_bytes"] is None else f"{row['peak_memory_bytes'] / GiB:.1f}"
         lines.append(f"  {row['recipe']:<24}{row['method']:<9}{row['model'][:26]:<27}{peak:>9}  {_recipe_cells(row, r['gpus'])}")
+    if not r["recipes"]:   # an installed wheel carries no recipes/ folder
+        lines.append("  no recipes found here (recipes/ comes with a source checkout or the offline bundle; "
+                     "doctorkit doctor --recipes DIR checks another folder)")
     lines.append("  (peak: the cost estimator at the recipe's batch and train.max_seq_len; "
                  + ("batch N: the largest batch that fits that GPU)" if r["gpus"] else "doctorkit cost RECIPE for hours and $)"))
     packed = [f"{row['recipe']} {row['packing']}" for row in r["recipes"] if row.get("packing")]
@@ -255,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="where your runs go (default: runs)")
     parser.add_argument("--recipes", type=Path, help="folder of recipes to check (default: the shipped recipes/)")
     args = parser.parse_args(argv)
+    if args.recipes is not None and not args.recipes.is_dir():
+        raise DoctorKitError(f"--recipes {args.recipes}: no such folder")
     report = collect(args.runs, args.recipes)
     print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else render(report))
     return 0

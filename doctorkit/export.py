@@ -55,11 +55,10 @@ def load_base(recipe, run_dir: Path, quantized: bool):
 
 def export_merged(recipe, run_dir: Path, out: Path, dtype_name: str | None) -> Path:
     from peft import PeftModel
-    from transformers import AutoTokenizer
 
     from doctorkit.methods import get_method
-    from doctorkit.model import resolve_dtype
-    from doctorkit.rundir import ADAPTER, TOKENIZER, loading
+    from doctorkit.model import load_tokenizer, resolve_dtype
+    from doctorkit.rundir import ADAPTER, loading
 
     quantized = get_method(recipe.method).quantizes_base(recipe)
     model = load_base(recipe, run_dir, quantized)
@@ -70,7 +69,7 @@ def export_merged(recipe, run_dir: Path, out: Path, dtype_name: str | None) -> P
     model = model.to(resolve_dtype(dtype_name or recipe.dtype))
     with atomic.folder(out) as folder:  # a kill or a full disk leaves no half-written --out behind
         model.save_pretrained(folder)
-        AutoTokenizer.from_pretrained(run_dir / TOKENIZER).save_pretrained(folder)
+        load_tokenizer(run_dir, recipe.trust_remote_code).save_pretrained(folder)   # the run's tokenizer/
     print(f"exported {recipe.method} run {run_dir} merged into {recipe.model}: {out} "
           f"(standalone: AutoModelForCausalLM.from_pretrained('{out}'), no PEFT needed)")
     return out

@@ -19,6 +19,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from doctorkit import sampling
+from doctorkit.sampling import MAX_NEW_TOKENS   # generate_stream's `sampling` argument shadows the module
 from doctorkit.data.masking import turn_terminators
 
 
@@ -185,7 +186,7 @@ def generate_stream(model, tokenizer, messages: list[dict], stop: threading.Even
     pieces: queue.Queue = queue.Queue()
     stop = stop or threading.Event()
     sampling = dict(sampling)
-    row = Row(prompt_token_ids(tokenizer, messages), sampling.pop("max_new_tokens", 256), cancel=stop,
+    row = Row(prompt_token_ids(tokenizer, messages), sampling.pop("max_new_tokens", MAX_NEW_TOKENS), cancel=stop,
               on_text=pieces.put)
     errors: list[BaseException] = []
 

@@ -10,9 +10,10 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from doctorkit.builtin.tiny import BUILTIN_PREFIX, build_tiny, build_tiny_tokenizer
 from doctorkit.errors import DoctorKitError
 from doctorkit.offline import missing_hub_model, missing_model_hint
-from doctorkit.tiny import BUILTIN_PREFIX, build_tiny
+from doctorkit.rundir import TOKENIZER
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -26,27 +27,43 @@ def resolve_dtype(name: str = "auto") -> torch.dtype:
     return torch.float32
 
 
-def _not_found(name: str, err: Exception) -> DoctorKitError:
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+
+
+def _not_found(name: str, err: Exception, key: str = "model") -> DoctorKitError:
     if missing_hub_model(name):   # a hub id that is not on this machine: where to put it
-        return DoctorKitError(f"model '{name}' is not on this machine; {missing_model_hint(name)}")
-    reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
-    return DoctorKitError(
-        f"model '{name}' could not be loaded ({reason}). Pass a local model folder with "
-        f"--set model=/path/to/model, or try `make quickstart` (model: builtin:tiny) offline")
+        return DoctorKitError(f"{key} '{name}' is not on this machine; {missing_model_hint(name, key)}")
+    quickstart = ", or try `make quickstart` (model: builtin:tiny) offline" if key == "model" else ""
+    return DoctorKitError(f"{key} '{name}' could not be loaded ({_first_line(err)}). Pass a local model folder with "
+                          f"--set {key}=/path/to/model{quickstart}")
 
 
-def load_tokenizer(name: str, trust_remote_code: bool = False):
+def load_tokenizer(name: str | Path, trust_remote_code: bool = False, chat: bool = True, offline: bool = False,
+                   key: str = "model"):
+    """The one tokenizer loader of the kit: builtin:tiny, a run directory (the tokenizer/ it saved), a model or
+    tokenizer folder, or a hub id; a one-line DoctorKitError naming recipe `key` when it cannot be loaded.
+
+    chat: the tokenizer must carry a chat template (a chat model's; False where tokens are only counted, or for
+    the seq2seq translation student). offline: local files only, even when downloads are allowed (cost estimates).
+    """
+    name = str(name)
     if name.startswith(BUILTIN_PREFIX):
         try:
-            return build_tiny(name[len(BUILTIN_PREFIX):])[1]
+            return build_tiny_tokenizer(name[len(BUILTIN_PREFIX):])
         except ValueError as err:
             raise DoctorKitError(str(err)) from None
+    run_tokenizer = Path(name) / TOKENIZER
+    source = str(run_tokenizer) if run_tokenizer.is_dir() else name
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, local_files_only=offline)
     except Exception as err:  # OSError, HF hub errors, ValueError for unknown types: all mean "cannot use it"
-        raise _not_found(name, err) from None
-    if tokenizer.chat_template is None:
-        raise DoctorKitError(f"model '{name}': its tokenizer has no chat template; use a chat/instruct model")
+        if Path(name).is_dir():   # a folder the user gave: what is wrong with it, no "pass a folder" hint
+            raise DoctorKitError(f"{key} '{name}': cannot load a tokenizer from this folder ({_first_line(err)})"
+                                 ) from None
+        raise _not_found(name, err, key) from None
+    if chat and tokenizer.chat_template is None:
+        raise DoctorKitError(f"{key} '{name}': its tokenizer has no chat template; use a chat/instruct model")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

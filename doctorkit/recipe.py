@@ -177,14 +177,19 @@ class Recipe(Section):
         return name
 
     @model_validator(mode="after")
-    def _own_section_only(self):
-        """A registered method's own section (add_method_section) is accepted with that method alone."""
-        from doctorkit.methods import sections
+    def _sections_of_its_method(self):
+        """A method's section (lora:, ptuning:, ...) is accepted only when the chosen method reads it (Method.reads)."""
+        from doctorkit.methods import get_method, section_readers
 
-        for key, owner in sections().items():
-            if key in self.model_fields_set and owner != self.method:
-                raise ValueError(f"section '{key}' belongs to method {owner}, but method is {self.method} "
-                                 f"(remove it or set method={owner})")
+        reads, readers_of = get_method(self.method).reads(), section_readers()
+        for key in type(self).model_fields:   # in the schema's order: lora before ptuning
+            readers = readers_of.get(key)
+            if readers and key in self.model_fields_set and key not in reads:
+                owner = next((name for name in readers if get_method(name).SECTION == key), readers[0])
+                also = f" (also read by {', '.join(r for r in readers if r != owner)})" if len(readers) > 1 else ""
+                raise ValueError(f"section '{key}' belongs to method {owner}{also}, but method is {self.method}, "
+                                 f"which reads {', '.join(reads) or 'no method section'}; remove '{key}' "
+                                 f"(--set {key}=null) or set method={owner}")
         return self
 
 
@@ -219,7 +224,8 @@ def read_yaml(path: str | Path) -> dict:
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """`a.b=c` sets raw['a']['b'] to c parsed as YAML (so 10 is an int, true a bool, [x,y] a list)."""
+    """`a.b=c` sets raw['a']['b'] to c parsed as YAML (so 10 is an int, true a bool, [x,y] a list).
+    `a=null` on a whole section removes it (e.g. lora=null with --set method=ptuning)."""
     for item in overrides or []:
         if "=" not in item:
             raise DoctorKitError(f"--set {item}: expected dotted.key=value")
@@ -231,7 +237,10 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             if not isinstance(node.get(part), dict):
                 node[part] = {}
             node = node[part]
-        node[parts[-1]] = value
+        if value is None and isinstance(node.get(parts[-1]), dict):
+            del node[parts[-1]]
+        else:
+            node[parts[-1]] = value
     return raw
 
 
@@ -274,7 +283,7 @@ def format_validation_error(err: ValidationError, source: str, schema: type[Base
         near = difflib.get_close_matches(loc[-1], valid, n=1, cutoff=0.4)
         hint = f"did you mean '{'.'.join(loc[:-1] + (near[0],))}'?" if near else f"valid keys: {', '.join(valid)}"
         return f"{source}: unknown key '{dotted}' ({hint})"
-    if first["type"] == "value_error" and not loc:  # a whole-recipe rule (Recipe._own_section_only)
+    if first["type"] == "value_error" and not loc:  # a whole-recipe rule (Recipe._sections_of_its_method)
         return f"{source}: {first['ctx']['error']}"
     section = _section_at(schema, loc)
     field = section.model_fields.get(loc[-1]) if section and loc else None
@@ -283,9 +292,15 @@ def format_validation_error(err: ValidationError, source: str, schema: type[Base
     return f"{source}: key '{dotted}' expects {expected}, got {got!r} ({first['msg']})"
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None, schema: type[BaseModel] = Recipe):
-    """Read, override and validate a recipe. Raises DoctorKitError with a one-line message."""
+def load_recipe(path: str | Path, overrides: list[str] | None = None, schema: type[BaseModel] = Recipe,
+                saved: bool = False):
+    """Read, override and validate a recipe. Raises DoctorKitError with a one-line message.
+    saved: a run directory's own recipe.yaml; runs saved before sections were tied to the method hold every
+    section at its defaults, so the sections its method does not read are dropped rather than refused."""
     raw = read_yaml(path)
+    if saved and schema is Recipe:
+        unread = unread_sections(raw.get("method", Recipe.model_fields["method"].default))
+        raw = {key: value for key, value in raw.items() if key not in unread}
     if not raw and not overrides:  # an empty file would silently run every default (a full training run)
         raise DoctorKitError(f"{path}: the recipe is empty; start from one in recipes/ (see recipes/README.md)")
     raw = apply_overrides(raw, overrides or [])
@@ -296,10 +311,20 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, schema: ty
         raise DoctorKitError(format_validation_error(err, source, schema)) from None
 
 
+def unread_sections(method: str) -> set[str]:
+    """Method sections (of any registered method) that `method` does not read."""
+    from doctorkit.methods import METHODS, get_method, section_readers
+
+    reads = get_method(method).reads() if method in METHODS else ()
+    return set(section_readers()) - set(reads)
+
+
 def save_recipe(recipe: BaseModel, path: str | Path) -> None:
+    """Every key at its value, except the sections the recipe's method does not read (they would be refused)."""
     from doctorkit import atomic
 
-    data = recipe.model_dump(mode="json")
+    unread = unread_sections(recipe.method) if isinstance(recipe, Recipe) else set()
+    data = recipe.model_dump(mode="json", exclude=unread)
     atomic.write_text(path, yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
 
 

@@ -72,7 +72,7 @@ def read_run_recipe(run_dir: str | Path):
         raise DoctorKitError(f"{run_dir}: run directory not found (train one: python -m doctorkit.train RECIPE)")
     if not (run_dir / RECIPE).is_file():
         raise DoctorKitError(f"{run_dir}: no {RECIPE} here; not a run directory, or its training did not finish")
-    recipe = load_recipe(run_dir / RECIPE)
+    recipe = load_recipe(run_dir / RECIPE, saved=True)
     if not (run_dir / ADAPTER).is_dir():
         raise DoctorKitError(f"{run_dir}: no {ADAPTER}/ here; the run did not finish (resume it with --resume)")
     check_adapter(run_dir / ADAPTER, recipe.method)
@@ -91,10 +91,10 @@ def is_exported_model(path: str | Path) -> bool:
 
 def load_run(run_dir: str | Path, device: str | None = None) -> Run:
     """Base model + trained parameters + tokenizer, in eval mode, ready to generate."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from doctorkit.methods import get_method
-    from doctorkit.model import load_model_and_tokenizer, resolve_dtype
+    from doctorkit.model import load_model_and_tokenizer, load_tokenizer, resolve_dtype
 
     run_dir = Path(run_dir)
     if run_dir.is_dir():
@@ -103,14 +103,14 @@ def load_run(run_dir: str | Path, device: str | None = None) -> Run:
         check_model_folder(run_dir)
         with loading(run_dir):
             model = AutoModelForCausalLM.from_pretrained(run_dir, dtype=resolve_dtype("auto"))
-            tokenizer = AutoTokenizer.from_pretrained(run_dir)
+            tokenizer = load_tokenizer(run_dir)
         return Run(_ready(model, device), tokenizer, None, run_dir)
     recipe = read_run_recipe(run_dir)
     method = get_method(recipe.method)
     model, tokenizer = load_model_and_tokenizer(recipe, for_training=False, extra_kwargs=method.load_kwargs(recipe))
     if (run_dir / TOKENIZER).is_dir():
         with loading(run_dir / TOKENIZER):
-            tokenizer = AutoTokenizer.from_pretrained(run_dir / TOKENIZER)
+            tokenizer = load_tokenizer(run_dir, recipe.trust_remote_code)   # the run's own tokenizer/
     with loading(run_dir / ADAPTER):
         model = method.load(model, run_dir)
     return Run(_ready(model, device), tokenizer, recipe, run_dir)

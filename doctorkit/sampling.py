@@ -1,4 +1,5 @@
-"""The one set of sampling defaults: chat, the demo, the OpenAI server and generation.sampling_kwargs start here.
+"""The one set of sampling defaults: chat, the demo, the OpenAI server, generation.sampling_kwargs and evaluate's
+mcq --samples (self-consistency chains) start here.
 
 A module of its own, without imports, so the light command-line and schema modules can read it cheaply."""
 TEMPERATURE = 0.7          # 0 = greedy (deterministic)

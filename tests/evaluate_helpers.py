@@ -13,7 +13,7 @@ def make_lora_run(run_dir: Path) -> Path:
     """A run directory in the documented layout: LoRA adapter (random B, so it changes the outputs), tokenizer,
     recipe.yaml. Built directly so the evaluation tests need no training (end-to-end training is tested slow)."""
     from doctorkit.methods.lora import wrap
-    from doctorkit.tiny import build_tiny
+    from doctorkit.builtin.tiny import build_tiny
 
     recipe = Recipe(model="builtin:tiny", method="lora", output_dir=str(run_dir))
     recipe.lora.r = 4

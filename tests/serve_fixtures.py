@@ -18,7 +18,7 @@ import torch
 def make_lora_run(run_dir: Path, seed: int) -> Path:
     from doctorkit.methods import get_method
     from doctorkit.recipe import Recipe, save_recipe
-    from doctorkit.tiny import build_tiny
+    from doctorkit.builtin.tiny import build_tiny
 
     recipe = Recipe(output_dir=str(run_dir))
     model, tokenizer = build_tiny()
@@ -37,7 +37,7 @@ def make_lora_run(run_dir: Path, seed: int) -> Path:
 def make_ptuning_run(run_dir: Path, seed: int = 2) -> Path:
     from doctorkit.methods import get_method
     from doctorkit.recipe import Recipe, save_recipe
-    from doctorkit.tiny import build_tiny
+    from doctorkit.builtin.tiny import build_tiny
 
     recipe = Recipe.model_validate({"output_dir": str(run_dir), "method": "ptuning",
                                     "ptuning": {"pre_seq_len": 8}, "data": {"packing": False}})

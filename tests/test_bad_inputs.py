@@ -26,7 +26,7 @@ def make_run(run_dir: Path, method: str = "lora") -> Path:
     """A finished-looking run directory (builtin:tiny + an untrained LoRA adapter), no training needed."""
     from doctorkit.methods import get_method
     from doctorkit.recipe import Recipe, save_recipe
-    from doctorkit.tiny import build_tiny
+    from doctorkit.builtin.tiny import build_tiny
 
     recipe = Recipe(output_dir=str(run_dir))
     model, tokenizer = build_tiny()
@@ -39,7 +39,7 @@ def make_run(run_dir: Path, method: str = "lora") -> Path:
 @pytest.fixture(scope="module")
 def places(tmp_path_factory):
     """Every bad artifact the cases name, built once."""
-    from doctorkit.tiny import build_tiny
+    from doctorkit.builtin.tiny import build_tiny
 
     root = tmp_path_factory.mktemp("bad")
     good = make_run(root / "good")
@@ -111,7 +111,8 @@ CASES = [
     (T + ["--set", "output_dir={file}"], "is a file"),
     (T + ["--set", "output_dir=/proc/doctorkit-run"], "not writable"),
     (T + ["--set", "output_dir={started}", "--resume"], "changed lora.r"),
-    (T + ["--set", "output_dir={started}", "--resume", "--set", "method=ptuning"], "changed method"),
+    (T + ["--set", "output_dir={started}", "--resume", "--set", "method=ptuning", "--set", "lora=null"],
+     "changed method"),
     (T + ["--set", "output_dir={run}"], "already holds a run"),
     # data
     (D + ["preview", QUICK, "--n", "-1"], "--n"),

@@ -58,7 +58,7 @@ def test_chatglm_6b_ptuning_v2_int4():
 
 def test_lora_and_shape_counts_match_the_real_tiny_model(tmp_path):
     from peft import LoraConfig, get_peft_model
-    from doctorkit.tiny import build_tiny
+    from doctorkit.builtin.tiny import build_tiny
     model, tokenizer = build_tiny()
     shape, _ = resolve_shape("builtin:tiny")
     assert shape.total_params == sum(p.numel() for p in model.parameters())
@@ -191,7 +191,7 @@ def test_known_names_resolve():
 def test_tokens_come_from_the_data(capsys, tmp_path):
     from doctorkit.data import prepare
     from doctorkit.recipe import load_recipe
-    from doctorkit.tiny import build_tokenizer
+    from doctorkit.builtin.tiny import build_tokenizer
     packed = ["--set", "data.packing=true", "--set", "train.max_steps=-1"]
     r = estimate_json(capsys, QUICK, *packed)
     exact = prepare(load_recipe(QUICK, packed[1::2]), build_tokenizer()).report.lengths
@@ -273,7 +273,7 @@ def test_adapter_dtype_compute_halves_adapter_memory_and_casts_only_the_adapters
     import torch
     from doctorkit.methods import lora
     from doctorkit.recipe import load_recipe
-    from doctorkit.tiny import build_tiny
+    from doctorkit.builtin.tiny import build_tiny
     fp32 = estimate_json(capsys, *LLAMA_QLORA)
     bf16 = estimate_json(capsys, *LLAMA_QLORA, "--set", "lora.adapter_dtype=compute")
     n = fp32["trainable_params"]

@@ -2,9 +2,9 @@
 so; a changed file or setting prepares afresh."""
 import shutil
 
+from doctorkit.builtin.tiny import build_tokenizer
 from doctorkit.data import prepare
 from doctorkit.recipe import load_recipe
-from doctorkit.tiny import build_tokenizer
 
 
 def test_second_prepare_comes_from_the_cache_and_changes_invalidate_it(tmp_path, monkeypatch):

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from doctorkit.builtin.tiny import build_tokenizer
 from doctorkit.data import prepare
 from doctorkit.data.__main__ import main
 from doctorkit.recipe import load_recipe
-from doctorkit.tiny import build_tokenizer
 
 RECIPE = "recipes/quickstart.yaml"
 

@@ -11,7 +11,7 @@ from doctorkit.data import formats, prepare, read_conversations
 from doctorkit.data.readers import BadRecord
 from doctorkit.errors import DoctorKitError
 from doctorkit.recipe import DataConfig, Recipe, load_recipe
-from doctorkit.tiny import build_tokenizer
+from doctorkit.builtin.tiny import build_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "recipes" / "quickstart.yaml"

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
+from doctorkit.builtin.tiny import build_tokenizer
 from doctorkit.data import IGNORE, tokenize_conversation
-from doctorkit.tiny import build_tokenizer
 
 SYSTEM = {"role": "system", "content": "你是一名耐心、专业的全科医生，用通俗的中文回答患者的问题。"}
 SINGLE = [{"role": "user", "content": "医生您好，我最近一周头痛，该怎么办？"},

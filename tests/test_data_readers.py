@@ -5,10 +5,10 @@ import time
 
 import pytest
 
+from doctorkit.builtin.tiny import build_tokenizer
 from doctorkit.data import DataReport, prepare, read_conversations
 from doctorkit.errors import DoctorKitError
 from doctorkit.recipe import Recipe
-from doctorkit.tiny import build_tokenizer
 
 Q, A = "医生您好，我最近一周头痛，该怎么办？", "注意多喝温水、好好休息。"
 GOOD = {"messages": [{"role": "user", "content": Q}, {"role": "assistant", "content": A}]}

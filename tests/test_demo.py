@@ -71,7 +71,7 @@ def test_compare_base_is_the_untuned_model_and_tuned_differs(tiny_run):
     from app.engine import Engine
     from doctorkit.generation import generate_reply
     from doctorkit.rundir import load_run
-    from doctorkit.tiny import build_tiny
+    from doctorkit.builtin.tiny import build_tiny
 
     engine = Engine(load_run(tiny_run))
     messages = [{"role": "user", "content": QUESTION}]

@@ -12,6 +12,7 @@ from doctorkit.cost.estimate import largest_batch_that_fits
 from doctorkit.cost.job import job_from_recipe
 from doctorkit.cost.memory import peak_bytes
 from doctorkit.cost.shapes import resolve_shape
+from doctorkit.errors import DoctorKitError
 from doctorkit.methods.quantized import CPU_PATH_DEQUANTIZE, CPU_PATH_PACKED
 from doctorkit.recipe import load_recipe
 
@@ -137,6 +138,11 @@ def test_recipes_folder_can_be_named_as_an_installed_bundle_does(tmp_path, monke
     shutil.copytree(tmp_path / "mine", tmp_path / "recipes")   # no --recipes: ./recipes of the bundle folder
     assert doctor.main(["--json"]) == 0
     assert [r["recipe"] for r in json.loads(capsys.readouterr().out)["recipes"]] == ["qlora.yaml"]
+    with pytest.raises(DoctorKitError, match="--recipes .*nope: no such folder"):
+        doctor.main(["--recipes", str(tmp_path / "nope")])
+    monkeypatch.chdir(tmp_path / "mine")   # neither beside the package nor here: the screen says so
+    assert doctor.main([]) == 0
+    assert "no recipes found here" in capsys.readouterr().out
 
 
 def test_packed_recipes_say_which_layout_and_attention_they_get(monkeypatch):

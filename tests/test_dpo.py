@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from doctorkit.builtin.tiny import build_tokenizer
 from doctorkit.data.preference import prepare_preferences
 from doctorkit.errors import DoctorKitError
 from doctorkit.methods.quantized import compute_dtype_in_use
 from doctorkit.recipe import load_recipe
-from doctorkit.tiny import build_tokenizer
 from numerics import logits_atol
 
 ROOT = Path(__file__).parent.parent
@@ -178,7 +178,7 @@ def test_reference_is_the_sft_run_not_the_base(tmp_path, sft_run):
 
     from doctorkit.stages.dpo import build_trainer, resolve_from_run
     from doctorkit.rundir import load_run
-    from doctorkit.tiny import build_tiny
+    from doctorkit.builtin.tiny import build_tiny
 
     recipe = resolve_from_run(dpo_recipe(tmp_path, f"dpo.from_run={sft_run}", "train.max_steps=3",
                                          "train.max_seq_len=128", "dpo.max_prompt_len=96", "data.max_samples=12"))

@@ -24,7 +24,7 @@ def run_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny():
-    from doctorkit.tiny import build_tiny
+    from doctorkit.builtin.tiny import build_tiny
     return build_tiny()
 
 
@@ -185,7 +185,7 @@ def test_prefix_tuning_model_scores_and_switches_off(tiny, tmp_path):
     """P-tuning v2 keeps its prefix in the KV cache: padded batches and --base must still be exact."""
     from peft import PrefixTuningConfig, get_peft_model
 
-    from doctorkit.tiny import build_tiny
+    from doctorkit.builtin.tiny import build_tiny
 
     base, tokenizer = build_tiny()
     model = get_peft_model(base, PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4))

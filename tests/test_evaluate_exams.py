@@ -20,7 +20,7 @@ LAYOUTS = ["cmmlu", "ceval", "cmb", "cmexam", "medqa", "medmcqa", "jsonl"]
 
 @pytest.fixture(scope="module")
 def tiny():
-    from doctorkit.tiny import build_tiny
+    from doctorkit.builtin.tiny import build_tiny
     return build_tiny()
 
 

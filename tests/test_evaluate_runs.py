@@ -23,7 +23,8 @@ def test_trained_run_evaluates_with_base(method, tmp_path, capsys):
 
     run_dir = tmp_path / method
     overrides = [f"method={method}", f"output_dir={run_dir}", f"data.path={ROOT / 'data/sample_zh.jsonl'}",
-                 "train.max_steps=3", "train.save_steps=100", "data.val_ratio=0", "ptuning.pre_seq_len=4",
+                 "train.max_steps=3", "train.save_steps=100", "data.val_ratio=0",
+                 *(["lora=null", "ptuning.pre_seq_len=4"] if method == "ptuning" else []),
                  f"eval.data={ROOT / 'data/mcq_sample_zh.jsonl'}", "eval.task=mcq", "eval.max_samples=4", "eval.base=true"]
     assert train_main([str(ROOT / "recipes/quickstart.yaml"), *[a for o in overrides for a in ("--set", o)]]) == 0
     assert "accuracy" in capsys.readouterr().out  # eval.* keys: the table printed at the end of training

@@ -4,12 +4,12 @@ from pathlib import Path
 
 import pytest
 
+from doctorkit.builtin.tiny import build_tokenizer
 from doctorkit.errors import DoctorKitError
 from doctorkit.knowledge import DEFAULT_THRESHOLD, KnowledgeBase, KnowledgeSettings, count_tokens, ground, grounder
 from doctorkit.knowledge.cli import main as knowledge_main
 from doctorkit.knowledge.prompt import HEADER
 from doctorkit.recipe import DataConfig
-from doctorkit.tiny import build_tokenizer
 
 KB_PATH = "data/knowledge_zh.jsonl"
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
+from doctorkit.builtin.tiny import build_tiny
 from doctorkit.loss import lean_causal_lm_loss
-from doctorkit.tiny import build_tiny
 
 
 def lora_tiny():

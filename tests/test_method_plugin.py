@@ -70,7 +70,7 @@ def ia3_run(ia3, tmp_path_factory):
     from doctorkit.train import main
 
     run_dir = tmp_path_factory.mktemp("ia3") / "run"
-    args = [str(QUICKSTART), "--set", "method=ia3", "--set", f"output_dir={run_dir}"]
+    args = [str(QUICKSTART), "--set", "method=ia3", "--set", "lora=null", "--set", f"output_dir={run_dir}"]
     for item in SMALL:
         args += ["--set", item]
     assert main(args) == 0
@@ -78,13 +78,13 @@ def ia3_run(ia3, tmp_path_factory):
 
 
 def test_its_section_is_accepted_only_with_it(ia3):
-    assert load_recipe(QUICKSTART, ["method=ia3", "ia3.target_modules=[v_proj]", "ia3.feedforward_modules=[]"]
-                       ).ia3.target_modules == ["v_proj"]
+    assert load_recipe(QUICKSTART, ["method=ia3", "lora=null", "ia3.target_modules=[v_proj]",
+                                    "ia3.feedforward_modules=[]"]).ia3.target_modules == ["v_proj"]
     with pytest.raises(DoctorKitError, match="section 'ia3' belongs to method ia3, but method is lora") as err:
         load_recipe(QUICKSTART, ["ia3.target_modules=[v_proj]"])
     assert "\n" not in str(err.value)
     with pytest.raises(DoctorKitError, match="did you mean 'ia3.target_modules'"):
-        load_recipe(QUICKSTART, ["method=ia3", "ia3.target_module=[v_proj]"])
+        load_recipe(QUICKSTART, ["method=ia3", "lora=null", "ia3.target_module=[v_proj]"])
 
 
 def test_unregistered_method_is_one_line():

@@ -4,10 +4,10 @@ import pytest
 import torch
 from transformers import Glm4Config, Glm4ForCausalLM, LlamaConfig, LlamaForCausalLM
 
+from doctorkit.builtin.tiny import build_tiny
 from doctorkit.errors import DoctorKitError
 from doctorkit.methods.ptuning.prefix import PrefixConfig, PrefixTunedModel, load_prefix_model
 from doctorkit.recipe import Recipe
-from doctorkit.tiny import build_tiny
 
 SHAPE = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, max_position_embeddings=512, pad_token_id=0)

@@ -57,6 +57,58 @@ def test_saved_recipe_reloads_equal(tmp_path):
     assert load_recipe(tmp_path / "saved.yaml") == recipe
 
 
+@pytest.mark.parametrize("method, section, message", [
+    ("lora", "ptuning:\n  pre_seq_len: 4\n", "section 'ptuning' belongs to method ptuning, but method is lora, "
+                                              "which reads lora; remove 'ptuning'"),
+    ("lora", "quantization:\n  bits: 8\n", "section 'quantization' belongs to method qlora \\(also read by dpo, "
+                                           "ptuning\\), but method is lora, which reads lora;.*set method=qlora"),
+    ("ptuning", "lora:\n  r: 4\n", "section 'lora' belongs to method lora .*method is ptuning, which reads "
+                                    "ptuning, quantization"),
+    ("qlora", "dpo:\n  beta: 0.2\n", "section 'dpo' belongs to method dpo, but method is qlora, which reads "
+                                      "lora, quantization"),
+    ("ptuning", "dpo:\n  beta: 0.2\n", "section 'dpo'.*method is ptuning"),
+])
+def test_another_methods_section_is_one_line_naming_what_the_method_reads(tmp_path, method, section, message):
+    path = write(tmp_path, f"method: {method}\n{section}")
+    with pytest.raises(DoctorKitError, match=message) as err:
+        load_recipe(path)
+    assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("method, sections", [
+    ("lora", {"lora": {"r": 4}}),
+    ("qlora", {"lora": {"r": 4}, "quantization": {"bits": 8}}),
+    ("dpo", {"lora": {"r": 4}, "quantization": {"bits": 8}, "dpo": {"base_method": "qlora"}}),
+    ("ptuning", {"ptuning": {"pre_seq_len": 4}, "quantization": {"bits": 8}}),
+])
+def test_the_sections_a_method_reads_are_accepted(tmp_path, method, sections):
+    import yaml
+
+    recipe = load_recipe(write(tmp_path, yaml.safe_dump({"method": method, **sections})))
+    assert {key: getattr(recipe, key).model_dump(include=set(value)) for key, value in sections.items()} == sections
+
+
+def test_switching_method_on_the_command_line_drops_the_old_section_with_null(tmp_path):
+    path = write(tmp_path, "method: lora\nlora:\n  r: 4\n")
+    with pytest.raises(DoctorKitError, match="--set lora=null"):
+        load_recipe(path, ["method=ptuning"])
+    recipe = load_recipe(path, ["method=ptuning", "lora=null", "ptuning.pre_seq_len=4"])
+    assert recipe.method == "ptuning" and recipe.lora.r == Recipe().lora.r   # back to the default, unused
+    save_recipe(recipe, tmp_path / "saved.yaml")   # a run's recipe.yaml holds only the sections its method reads
+    assert {"lora", "dpo"}.isdisjoint((tmp_path / "saved.yaml").read_text(encoding="utf-8").splitlines())
+    assert load_recipe(tmp_path / "saved.yaml") == recipe
+
+
+def test_a_run_saved_with_every_section_still_loads_as_a_run(tmp_path):
+    """Runs written before sections were tied to the method hold all of them at their defaults."""
+    import yaml
+
+    old = write(tmp_path, yaml.safe_dump(Recipe(method="ptuning").model_dump(mode="json")))
+    with pytest.raises(DoctorKitError, match="section 'lora'"):
+        load_recipe(old)
+    assert load_recipe(old, saved=True) == Recipe(method="ptuning")
+
+
 def test_every_shipped_recipe_validates():
     from pathlib import Path
     for path in sorted(Path(__file__).parent.parent.glob("recipes/*.yaml")):

@@ -265,7 +265,7 @@ def vllm_run(src, dst, base_dir, rank=64, **adapter_config):
 
 def test_vllm_preflight_and_exact_command(runs, tmp_path, capsys):
     from doctorkit.serve import run
-    from doctorkit.tiny import build_tiny
+    from doctorkit.builtin.tiny import build_tiny
 
     base = tmp_path / "Qwen-tiny"
     build_tiny()[0].save_pretrained(base)    # config.json says Qwen2ForCausalLM

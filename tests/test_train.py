@@ -35,7 +35,7 @@ def trained_run(tmp_path_factory):
 def test_run_directory_contract(trained_run):
     from peft import PeftModel
 
-    from doctorkit.tiny import build_tiny
+    from doctorkit.builtin.tiny import build_tiny
 
     for name in ("adapter/adapter_config.json", "adapter/adapter_model.safetensors", "tokenizer", "recipe.yaml",
                  "metrics.json", "loss.png", "tb"):

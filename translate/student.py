@@ -25,9 +25,11 @@ def load_student(name: str, device: str = "cpu"):
         except ValueError:
             raise DoctorKitError(f"student.model '{name}': unknown builtin model (available: builtin:tiny-mt)") from None
         return model.to(device), tokenizer
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+    from transformers import AutoModelForSeq2SeqLM
+
+    from doctorkit.model import load_tokenizer
+    tokenizer = load_tokenizer(name, chat=False, key="student.model")   # a seq2seq model's: no chat template
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
         model = AutoModelForSeq2SeqLM.from_pretrained(name)
     except (OSError, ValueError, KeyError) as err:
         if missing_hub_model(name):

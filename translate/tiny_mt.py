@@ -15,7 +15,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import MarianConfig, MarianMTModel, PreTrainedTokenizerFast
 
-from doctorkit.sampledata import corpus_text
+from doctorkit.builtin.sampledata import corpus_text
 from translate.glossary import GLOSSARY
 
 SEED = 4321

@@ -143,7 +143,7 @@ def from_config(config: dict, name: str) -> Shape:
 def resolve_shape(model: str) -> tuple[Shape, str]:
     """(shape, where it came from) for a recipe's `model`."""
     if model.startswith("builtin:"):
-        from doctorkit.tiny import build_config, build_tokenizer
+        from doctorkit.builtin.tiny import build_config, build_tokenizer
         if model != "builtin:tiny":
             raise DoctorKitError(f"model {model}: unknown builtin model (available: builtin:tiny)")
         return from_config(build_config(build_tokenizer()).to_dict(), model), "embedded tiny model config"

@@ -42,16 +42,14 @@ def read_samples(recipe) -> list[list[str]]:
 
 
 def _load_tokenizer(recipe):
-    if recipe.model == "builtin:tiny":
-        from doctorkit.tiny import build_tokenizer
-        return build_tokenizer(), "the embedded tiny model's tokenizer"
-    try:
-        from transformers import AutoTokenizer
-        tok = AutoTokenizer.from_pretrained(recipe.model, trust_remote_code=recipe.trust_remote_code,
-                                            local_files_only=True)  # never reach for the network
-        return tok, f"{recipe.model}'s tokenizer"
-    except Exception:  # noqa: BLE001 - not available offline: fall back to the character estimate
+    from doctorkit.model import load_tokenizer
+
+    try:  # offline: never reach for the network
+        tok = load_tokenizer(recipe.model, recipe.trust_remote_code, chat=False, offline=True)
+    except DoctorKitError:  # not available offline: fall back to the character estimate
         return None, ""
+    return tok, ("the embedded tiny model's tokenizer" if recipe.model == "builtin:tiny" else
+                 f"{recipe.model}'s tokenizer")
 
 
 def estimate_from_chars(text: str) -> float:

@@ -31,7 +31,7 @@ def turn_terminators(tokenizer) -> list[str]:
         return _terminator_cache[tokenizer]
     except (KeyError, TypeError):
         pass
-    candidates = list(tokenizer.init_kwargs.get("doctorkit_eos_tokens") or [])  # doctorkit.tiny stores its own
+    candidates = list(tokenizer.init_kwargs.get("doctorkit_eos_tokens") or [])  # doctorkit.builtin.tiny stores its own
     candidates += [tokenizer.eos_token] if tokenizer.eos_token else []
     candidates += KNOWN_TERMINATORS
     found = []

@@ -10,6 +10,7 @@ import contextlib
 import torch
 from tqdm.auto import tqdm
 
+from doctorkit import sampling
 from doctorkit.generation import sampling_kwargs, stop_token_ids
 
 
@@ -74,7 +75,8 @@ def continuation_logprobs(model, tokenizer, pairs: list[tuple[list[int], list[in
 
 
 def sample_replies(model, tokenizer, conversations: list[list[dict]], samples: int, max_new_tokens: int = 256,
-                   batch_size: int = 8, temperature: float = 0.7, top_p: float = 0.9, seed: int = 0,
+                   batch_size: int = 8, temperature: float = sampling.TEMPERATURE, top_p: float = sampling.TOP_P,
+                   seed: int = 0,
                    desc: str = "sampling") -> list[list[str]]:
     """`samples` sampled replies per conversation (self-consistency). Seeded, so a rerun samples the same chains
     on the same machine; every chain is returned so the caller can keep it beside the vote."""

@@ -18,17 +18,11 @@ def load_tokenizer(name: str | None):
     """None (count characters), builtin:tiny, a run directory (its tokenizer/), or a tokenizer folder."""
     if not name:
         return None
-    if name.startswith("builtin:"):
-        from doctorkit.tiny import build_tokenizer
-        return build_tokenizer()
-    folder = Path(name) / "tokenizer" if (Path(name) / "tokenizer").is_dir() else Path(name)
-    if not folder.is_dir():
+    if not name.startswith("builtin:") and not Path(name).is_dir():
         raise DoctorKitError(f"{name}: tokenizer folder not found (give builtin:tiny, a run dir or a tokenizer dir)")
-    from transformers import AutoTokenizer
-    try:
-        return AutoTokenizer.from_pretrained(str(folder))
-    except (OSError, ValueError) as err:
-        raise DoctorKitError(f"{folder}: cannot load a tokenizer ({str(err).splitlines()[0]})") from None
+    from doctorkit.model import load_tokenizer as load   # the kit's one tokenizer loader
+
+    return load(name, chat=False, key="--tokenizer")
 
 
 def load_reporting(path: str) -> KnowledgeBase:

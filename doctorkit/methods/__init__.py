@@ -10,7 +10,9 @@ and, optional (their defaults are in DEFAULTS below, the one place they are writ
     ADAPTER_CONFIG, ADAPTER_WEIGHTS  -> file names in RUN_DIR/adapter/ (checked before loading: doctorkit.rundir)
     RESUME_KEYS                      -> recipe keys a checkpoint is tied to (--resume refuses a change)
     SECTION, CONFIG                  -> the recipe key of its own options and their pydantic Section class
-                                        (a registered method's section is accepted only with that method)
+    SECTIONS                         -> every recipe section it reads (default: SECTION alone); a recipe may
+                                        hold a method's section only when its own method reads it
+                                        (doctorkit.recipe checks it: one line naming the sections it reads)
     STAGE                            -> "sft" or "dpo": the training stage that runs it (doctorkit.stages)
     GRADIENT_CHECKPOINTING           -> default when the recipe leaves gradient_checkpointing unset
     PEFT_ADAPTER                     -> True when adapter/ is a PEFT adapter: several load onto one base
@@ -41,8 +43,8 @@ METHODS = {
 }
 
 DEFAULTS = {
-    "SECTION": None, "CONFIG": None, "STAGE": "sft", "GRADIENT_CHECKPOINTING": False, "PEFT_ADAPTER": False,
-    "MERGES": False, "weight_bits": lambda recipe: None, "cost_terms": lambda recipe, shape: {},
+    "SECTION": None, "CONFIG": None, "SECTIONS": None, "STAGE": "sft", "GRADIENT_CHECKPOINTING": False,
+    "PEFT_ADAPTER": False, "MERGES": False, "weight_bits": lambda recipe: None, "cost_terms": lambda recipe, shape: {},
     "COST_TERMS": {}, "fit_advice": lambda job: [],
     # PEFT's file names: a PEFT-based method (LoRA, IA3, ...) saves these
     "ADAPTER_CONFIG": "adapter_config.json", "ADAPTER_WEIGHTS": ("adapter_model.safetensors", "adapter_model.bin"),
@@ -66,6 +68,12 @@ class Method:
             if attr in DEFAULTS:
                 return DEFAULTS[attr]
             raise
+
+    def reads(self) -> tuple[str, ...]:
+        """The recipe sections this method reads: SECTIONS, or its own SECTION alone."""
+        if self.SECTIONS is not None:
+            return tuple(self.SECTIONS)
+        return (self.SECTION,) if self.SECTION else ()
 
     def quantizes_base(self, recipe) -> bool:
         return self.weight_bits(recipe) is not None
@@ -101,15 +109,12 @@ def get_method(name: str) -> Method:
     return Method(name, importlib.import_module(impl) if isinstance(impl, str) else impl)
 
 
-def sections() -> dict[str, str]:
-    """{recipe section key: method name} for registered methods that bring their own section class."""
-    found = {}
-    for name, impl in METHODS.items():
-        if isinstance(impl, str):   # built-in sections are declared in doctorkit.recipe (no import of peft here)
-            continue
-        method = get_method(name)
-        if method.CONFIG is not None:
-            found[method.SECTION] = name
+def section_readers() -> dict[str, list[str]]:
+    """{recipe section: the registered methods that read it}; a section missing here is shared by all methods."""
+    found: dict[str, list[str]] = {}
+    for name in sorted(METHODS):
+        for key in get_method(name).reads():
+            found.setdefault(key, []).append(name)
     return found
 
 

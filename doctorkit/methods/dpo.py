@@ -14,6 +14,7 @@ from doctorkit.methods import get_method, lora
 PEFT_ADAPTER = True  # the policy is a LoRA adapter (lora or qlora base method alike)
 RESUME_KEYS = lora.RESUME_KEYS + ("dpo.base_method", "dpo.rounds")
 SECTION = "dpo"
+SECTIONS = ("dpo", "lora", "quantization")  # the adapter is lora's; quantization when dpo.base_method is qlora
 STAGE = "dpo"        # trained by doctorkit.stages.dpo on preference pairs, not by the SFT stage
 MERGES = True        # the policy is a LoRA adapter: export merges it like lora / qlora
 # doctorkit.cost.job.Job: LoRA matrices, chosen + rejected per pair, a reference forward, full logits for the loss

@@ -13,7 +13,8 @@ PEFT_ADAPTER = True  # a LoRA adapter too; it also applies to the 16-bit base wh
 
 RESUME_KEYS = lora.RESUME_KEYS + ("quantization.bits",)
 GRADIENT_CHECKPOINTING = True  # default when the recipe leaves gradient_checkpointing unset: QLoRA is about memory
-SECTION = "quantization"  # its own keys; the adapter's are lora's (recipe sections lora + quantization)
+SECTION = "quantization"  # its own keys; the adapter's are lora's
+SECTIONS = ("lora", "quantization")
 MERGES = True             # export dequantizes the 4/8-bit base as trained, then merges the adapter
 # doctorkit.cost.job.Job: LoRA matrices; prepare_model_for_kbit_training turns checkpointing on
 COST_TERMS = {"adapter": "lora", "forced_checkpointing": True}

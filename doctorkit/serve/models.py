@@ -140,11 +140,9 @@ def same_model(a: str, b: str) -> bool:
 
 
 def _run_tokenizer(run_dir: Path, fallback):
-    from transformers import AutoTokenizer
-
+    from doctorkit.model import load_tokenizer
     from doctorkit.rundir import TOKENIZER
-    folder = Path(run_dir) / TOKENIZER
-    tokenizer = AutoTokenizer.from_pretrained(folder) if folder.is_dir() else fallback
+    tokenizer = load_tokenizer(run_dir) if (Path(run_dir) / TOKENIZER).is_dir() else fallback
     if len(tokenizer) != len(fallback):
         raise DoctorKitError(f"{run_dir}: its tokenizer has {len(tokenizer)} tokens, the base's {len(fallback)}; "
                              f"adapters on one base must share its vocabulary")

@@ -136,7 +136,7 @@ def check_resume_settings(run_dir: Path, recipe) -> None:
     started = run_dir / STARTED_RECIPE
     if not started.is_file():
         return
-    saved = load_recipe(started)
+    saved = load_recipe(started, saved=True)
     keys = ("model", "method") + getattr(get_method(recipe.method), "RESUME_KEYS", ())
     for key in changed_resume_keys(saved, recipe, keys)[:1]:
         raise DoctorKitError(f"{run_dir}: --resume with a changed {key} (the checkpoints were trained with "

@@ -184,7 +184,7 @@ def train(recipe, resume: bool = False, overwrite: bool = False) -> Path:
 
 
 def _train_dpo(recipe, run_dir: Path, resume: bool) -> Path:
-    from transformers import AutoTokenizer, set_seed
+    from transformers import set_seed
 
     from doctorkit.data.preference import paths_of, prepare_preferences
     from doctorkit.methods import get_method, resolve_gradient_checkpointing
@@ -199,10 +199,9 @@ def _train_dpo(recipe, run_dir: Path, resume: bool) -> Path:
         check_eval_config(recipe)
     set_seed(recipe.seed)
     sft_dir = Path(recipe.dpo.from_run) if recipe.dpo.from_run else None
-    if sft_dir and (sft_dir / TOKENIZER).is_dir():
-        tokenizer = AutoTokenizer.from_pretrained(sft_dir / TOKENIZER)  # the tokenizer the adapter was trained with
-    else:
-        tokenizer = load_tokenizer(recipe.model, recipe.trust_remote_code)
+    # the tokenizer the SFT adapter was trained with (its run's tokenizer/), else the base model's
+    tokenizer = load_tokenizer(sft_dir if sft_dir and (sft_dir / TOKENIZER).is_dir() else recipe.model,
+                               recipe.trust_remote_code)
 
     start = sft_dir / ADAPTER if sft_dir else None
     rounds: list[dict] = []

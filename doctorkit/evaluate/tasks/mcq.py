@@ -23,6 +23,7 @@ from typing import Annotated, Literal, Optional, Union
 
 from pydantic import Field
 
+from doctorkit import sampling
 from doctorkit.errors import DoctorKitError
 from doctorkit.evaluate.batching import continuation_logprobs, generate_replies, prompt_ids, sample_replies
 from doctorkit.evaluate.choices import (best_threshold, choose_several, credit, parse_letters, pick_shots,
@@ -48,7 +49,7 @@ class Options(EvalOptions):
                                        "dev/validation file or folder the shots come from (never the test items)")
     cot: bool = option(False, "--cot", "chain-of-thought: reason first, answer after 答案：")
     samples: Annotated[int, Field(ge=1)] = option(1, "--samples", "N sampled chains per question, majority vote")
-    temperature: Annotated[float, Field(ge=0)] = option(0.7, "--temperature", "sampling temperature for --samples")
+    temperature: Annotated[float, Field(ge=0)] = option(sampling.TEMPERATURE, "--temperature", "sampling temperature for --samples")
     seed: int = option(0, "--seed", "sampling seed for --samples (reruns sample the same chains)")
     multi_threshold: Optional[Union[Annotated[float, Field(gt=0, lt=1)], Literal["calibrate"]]] = option(
         None, "--multi-threshold", "loglik, multi-answer: choose options with probability >= this (default 1/n "

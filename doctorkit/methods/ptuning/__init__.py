@@ -17,6 +17,7 @@ ADAPTER_CONFIG, ADAPTER_WEIGHTS = CONFIG_FILE, (WEIGHTS_FILE,)
 RESUME_KEYS = ("ptuning.pre_seq_len", "ptuning.prefix_projection", "ptuning.prefix_hidden_size")
 GRADIENT_CHECKPOINTING = False  # works with our prefix cache; recipes/ptuning.yaml turns it on for memory
 SECTION = "ptuning"
+SECTIONS = ("ptuning", "quantization")  # quantization: data type and compute dtype of a 4/8-bit base
 MERGES = False  # the prefix adds attention positions, not weight deltas: export() writes prefix + loader
 COST_TERMS = {"adapter": "prefix"}  # doctorkit.cost.job.Job: key/value prefixes in every layer
 

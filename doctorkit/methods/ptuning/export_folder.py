@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+# Written into the export and run there without DoctorKit: it loads the tokenizer with plain AutoTokenizer, not
+# doctorkit.model.load_tokenizer (the kit's one loader everywhere else).
 PTUNING_LOADER = '''"""Load this P-tuning v2 export (written by doctorkit.export): base model + trained prefix, ready to generate.
 
     from load_ptuning import load

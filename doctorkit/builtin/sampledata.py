@@ -1,6 +1,6 @@
 """Our own bundled sample: short Chinese doctor–patient exchanges written by us, expanded by templates.
 
-`python -m doctorkit.sampledata data/sample_zh.jsonl` regenerates the committed file. The same text
+`python -m doctorkit.builtin.sampledata data/sample_zh.jsonl` regenerates the committed file. The same text
 trains the embedded tiny model's tokenizer, so the quickstart covers every character it sees.
 Everything here was written for DoctorKit; it is illustrative, not medical advice.
 """

@@ -1,7 +1,7 @@
-"""Our own preference sample for DPO: the same patient questions as doctorkit.sampledata, each with a careful
+"""Our own preference sample for DPO: the same patient questions as doctorkit.builtin.sampledata, each with a careful
 doctor-style answer (chosen) and a careless or unsafe one (rejected).
 
-`python -m doctorkit.sampledata_dpo data/dpo_sample_zh.jsonl` regenerates the committed file. Records rotate
+`python -m doctorkit.builtin.sampledata_dpo data/dpo_sample_zh.jsonl` regenerates the committed file. Records rotate
 through the four layouts the reader accepts (TRL prompt, ShareGPT conversations, messages, TRL implicit
 prompt) so the sample also exercises them. Written for DoctorKit; illustrative, not medical advice.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-from doctorkit.sampledata import ASKS, CLOSERS, CONDITIONS, DURATIONS, OPENERS, WHO, write_jsonl
+from doctorkit.builtin.sampledata import ASKS, CLOSERS, CONDITIONS, DURATIONS, OPENERS, WHO, write_jsonl
 
 # Careless or unsafe replies a doctor would not give: dismissing, self-medicating, stopping treatment.
 CARELESS = [

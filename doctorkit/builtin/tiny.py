@@ -1,7 +1,7 @@
 """The embedded tiny model (`model: builtin:tiny`): a real Qwen2 architecture, built offline in well under
 a second, so the quickstart and the tests need no hub.
 
-Its tokenizer is a byte-level BPE trained on our own sample text (doctorkit.sampledata), so every
+Its tokenizer is a byte-level BPE trained on our own sample text (doctorkit.builtin.sampledata), so every
 Chinese character of the sample is a token or a few, and any other text still encodes through bytes.
 Weights come from a fixed seed: `builtin:tiny` is the same model in every process, which is what lets a
 run directory name it as its base and chat reload it bit for bit.
@@ -17,7 +17,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-from doctorkit.sampledata import corpus_text
+from doctorkit.builtin.sampledata import corpus_text
 
 BUILTIN_PREFIX = "builtin:"
 SEED = 1234
@@ -85,11 +85,16 @@ def build_config(tokenizer) -> Qwen2Config:
     )
 
 
-def build_tiny(name: str = "tiny", dtype: torch.dtype = torch.float32):
-    """(model, tokenizer) for `builtin:<name>`; the same weights in every process."""
+def build_tiny_tokenizer(name: str = "tiny") -> PreTrainedTokenizerFast:
+    """The tokenizer of `builtin:<name>`, without building the model."""
     if name != "tiny":
         raise ValueError(f"unknown builtin model 'builtin:{name}' (available: builtin:tiny)")
-    tokenizer = build_tokenizer("chatml")
+    return build_tokenizer("chatml")
+
+
+def build_tiny(name: str = "tiny", dtype: torch.dtype = torch.float32):
+    """(model, tokenizer) for `builtin:<name>`; the same weights in every process."""
+    tokenizer = build_tiny_tokenizer(name)
     config = build_config(tokenizer)
     config.attn_implementation = "sdpa"
     with torch.random.fork_rng(devices=[]):
