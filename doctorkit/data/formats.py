@@ -26,6 +26,7 @@ from typing import Iterator, NamedTuple
 
 from doctorkit.data.readers import BadRecord, iter_csv_records, iter_json_records, read_text
 from doctorkit.errors import DoctorKitError
+from doctorkit.registry import Registered
 
 # ShareGPT speaker names seen in the wild, mapped to chat-template roles.
 ROLE_NAMES = {
@@ -129,19 +130,10 @@ FORMATS = {"messages": Messages(), "sharegpt": ShareGPT(), "alpaca": Alpaca(), "
 DEFAULTS = {"KEYS": None, "SUFFIXES": (), "records": None}
 
 
-class Format:
+class Format(Registered):
     """A registered format, with DEFAULTS filled in for what it leaves out. `name` is its recipe name."""
 
-    def __init__(self, name: str, impl):
-        self.name, self.impl = name, impl
-
-    def __getattr__(self, attr):
-        try:
-            return getattr(self.impl, attr)
-        except AttributeError:
-            if attr in DEFAULTS:
-                return DEFAULTS[attr]
-            raise
+    DEFAULTS = DEFAULTS
 
 
 def register(name: str, fmt) -> None:

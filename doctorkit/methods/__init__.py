@@ -34,6 +34,7 @@ from __future__ import annotations
 import importlib
 
 from doctorkit.errors import DoctorKitError
+from doctorkit.registry import Registered
 
 METHODS = {
     "lora": "doctorkit.methods.lora",
@@ -55,19 +56,10 @@ DEFAULT_COST_TERMS = {"adapter": "none", "pairs": False, "reference_forward": Fa
                       "loss_head": "fused"}
 
 
-class Method:
+class Method(Registered):
     """A registered method, with DEFAULTS filled in for what it leaves out. `name` is its recipe name."""
 
-    def __init__(self, name: str, impl):
-        self.name, self.impl = name, impl
-
-    def __getattr__(self, attr):
-        try:
-            return getattr(self.impl, attr)
-        except AttributeError:
-            if attr in DEFAULTS:
-                return DEFAULTS[attr]
-            raise
+    DEFAULTS = DEFAULTS
 
     def reads(self) -> tuple[str, ...]:
         """The recipe sections this method reads: SECTIONS, or its own SECTION alone."""

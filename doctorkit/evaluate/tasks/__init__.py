@@ -33,6 +33,7 @@ from typing import Optional
 from pydantic import TypeAdapter, ValidationError
 
 from doctorkit.errors import DoctorKitError
+from doctorkit.registry import Registered
 
 
 @dataclass
@@ -72,20 +73,13 @@ DEFAULTS = {"Options": EvalOptions, "DEFAULT_DATA": None, "headline": _headline,
             "chart": _chart, "drop_contaminated": None}
 
 
-class Task:
+class Task(Registered):
     """A task found by name, with DEFAULTS filled in for what it leaves out."""
 
-    def __init__(self, name: str, impl):
-        self.name, self.impl = name, impl
+    DEFAULTS = DEFAULTS
 
-    def __getattr__(self, attr):
-        try:
-            return getattr(self.impl, attr)
-        except AttributeError:
-            if attr not in DEFAULTS:
-                raise
-            default = DEFAULTS[attr]
-            return (lambda *args: default(self, *args)) if callable(default) and attr != "Options" else default
+    def default(self, attr: str, value):
+        return (lambda *args: value(self, *args)) if callable(value) and attr != "Options" else value
 
     def own_options(self) -> list[str]:
         return [f.name for f in dataclasses.fields(self.Options) if f.name not in SHARED]
