@@ -1,6 +1,9 @@
 """De-identification: what it finds, how it replaces, and that medical content survives."""
 import datetime as dt
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -103,3 +106,13 @@ def test_keep_map_and_counts():
 def test_unknown_style_is_one_line_error():
     with pytest.raises(DoctorKitError, match="not one of: tag, surrogate"):
         Deidentifier("mask")
+
+
+def test_tied_spans_resolve_the_same_under_every_string_hash_seed():
+    """医保卡号 holds the BANK label 卡号: both labels give the same span at the same priority. The first detector
+    (the more specific label) must win in every process, not whichever a hash-ordered set yields first."""
+    code = "from doctorkit.deid import find_spans; print(find_spans('医保卡号：H12345678901')[0].type)"
+    kinds = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout.strip()
+             for seed in range(6)}
+    assert kinds == {"INSURANCE"}

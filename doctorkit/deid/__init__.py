@@ -36,9 +36,11 @@ PROPAGATED = 15   # priority of a name found elsewhere in the record and matched
 
 
 def resolve(spans: list[Span]) -> list[Span]:
-    """Non-overlapping spans: the higher priority wins an overlap, then the longer span; sorted by start."""
+    """Non-overlapping spans: the higher priority wins an overlap, then the longer span, then the one found first
+    (detectors and labels are listed most specific first: 医保卡号 is INSURANCE, not the BANK label 卡号 inside it);
+    sorted by start. Deduplicated in order, not through a set, so ties never depend on string hashing."""
     kept: list[Span] = []
-    for span in sorted(set(spans), key=lambda s: (-s.priority, -(s.end - s.start), s.start)):
+    for span in sorted(dict.fromkeys(spans), key=lambda s: (-s.priority, -(s.end - s.start), s.start)):
         if span.end > span.start and all(span.end <= k.start or span.start >= k.end for k in kept):
             kept.append(span)
     return sorted(kept)
