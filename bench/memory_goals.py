@@ -17,7 +17,8 @@ from pathlib import Path
 
 from doctorkit.cost import parse_args
 from doctorkit.cost.estimate import estimate
-from doctorkit.recipe import recipe_from_args
+from doctorkit.methods import get_method
+from doctorkit.recipe import load_recipe, recipe_from_args
 
 GiB = 1024 ** 3
 RESULTS = Path(__file__).parent / "results"
@@ -74,13 +75,20 @@ def one(argv: list[str]) -> dict:
     }
 
 
+def reads_lora(argv_job: list[str]) -> bool:
+    """Whether the job's method has LoRA adapters (a P-tuning recipe refuses a lora section)."""
+    sets = [argv_job[i + 1] for i, arg in enumerate(argv_job) if arg == "--set"]
+    return "lora" in get_method(load_recipe(argv_job[0], sets).method).reads()
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=RESULTS / "memory-goals.json")
     args = parser.parse_args(argv)
     jobs = []
     for name, goal, source, argv_job in JOBS:
-        variants = {label: one([*argv_job, *extra]) for label, extra in VARIANTS.items()}
+        variants = {label: one([*argv_job, *extra]) for label, extra in VARIANTS.items()
+                    if "lora." not in " ".join(extra) or reads_lora(argv_job)}
         for v in variants.values():   # > 0: over the goal by that much
             v["tensor_minus_goal_gib"] = round(v["tensor_peak_gib"] - goal, 3)
             v["device_minus_goal_gib"] = round(v["device_total_gib"] - goal, 3)
