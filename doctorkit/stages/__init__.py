@@ -171,6 +171,19 @@ def shared_training_args(recipe, output_dir: Path, has_eval: bool, dtype: torch.
     )
 
 
+def gathered_trainable_weights(model) -> dict | None:
+    """Every rank calls this before rank 0 saves the adapter. Under FSDP each rank holds shards (DTensors) of the
+    trainable weights, and save_pretrained on rank 0 alone fails on them; full_tensor() gathers each one (a
+    collective, hence all ranks). Only the trainable weights are gathered, not the frozen base. None when nothing
+    is sharded (one process, DDP): save_pretrained then reads the model itself, as before."""
+    from torch.distributed.tensor import DTensor
+
+    trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    if not any(isinstance(p, DTensor) for p in trainable.values()):
+        return None
+    return {name: (p.full_tensor() if isinstance(p, DTensor) else p).detach().cpu() for name, p in trainable.items()}
+
+
 def peak_memory_bytes() -> int:
     if torch.cuda.is_available():
         return int(torch.cuda.max_memory_allocated())

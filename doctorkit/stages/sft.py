@@ -17,8 +17,8 @@ from doctorkit import atomic
 from doctorkit.noise import log_to
 from doctorkit.recipe import save_recipe
 from doctorkit.rundir import ADAPTER, CHECKPOINTS, TB
-from doctorkit.stages import (STARTED_RECIPE, collect_metrics, evaluate_after, finish_run, is_main_process, run_stage,
-                              shared_training_args)
+from doctorkit.stages import (STARTED_RECIPE, collect_metrics, evaluate_after, finish_run, gathered_trainable_weights,
+                              is_main_process, run_stage, shared_training_args)
 
 
 def trainer_args(recipe, run_dir: Path, has_eval: bool, dtype: torch.dtype):
@@ -132,9 +132,10 @@ def _train(recipe, run_dir: Path, checkpoint: str | None) -> Path:
     if data.eval is not None:
         trainer.evaluate()
 
+    weights = gathered_trainable_weights(model)  # FSDP: every rank takes part in gathering the adapter's shards
     if trainer.is_world_process_zero():  # under torchrun only rank 0 writes the run directory
         with atomic.folder(run_dir / ADAPTER) as folder:
-            model.save_pretrained(folder)
+            model.save_pretrained(folder, state_dict=weights)
         if data.canaries:   # data.canaries: what `evaluate RUN --task canary` ranks
             from doctorkit.deid.canary import write_canaries
             write_canaries(run_dir, data.canaries)
