@@ -1,12 +1,16 @@
 """`python -m doctorkit.train` as `accelerate launch --config_file configs/accelerate/<x>.yaml` starts it, on CPUs.
 
-accelerate 1.15 only turns FSDP on for GPU-like devices (AcceleratorState leaves a CPU run as MULTI_CPU, i.e.
-plain DDP, even with ACCELERATE_USE_FSDP=true). DOCTORKIT_FORCE_SHARDING_ON_CPU=1 makes this script take accelerate's
-FSDP path anyway (the FullyShardedDataParallelPlugin accelerate builds from the launch config's FSDP_* variables),
-so the test exercises the config's wrapping, sharding and saving on gloo. Without it, nothing is changed.
+DeepSpeed needs nothing here: with `pip install deepspeed`, accelerate runs its ZeRO-2/3 engine on CPUs (DeepSpeed's
+CPU accelerator, gloo). FSDP does: accelerate 1.15 only turns FSDP on for GPU-like devices (AcceleratorState leaves a
+CPU run as MULTI_CPU, i.e. plain DDP, even with ACCELERATE_USE_FSDP=true). DOCTORKIT_FORCE_FSDP_ON_CPU=1 makes this
+script take accelerate's FSDP path anyway, with the FullyShardedDataParallelPlugin accelerate builds from the launch
+config's FSDP_* variables, so the test exercises the config's wrapping, sharding and saving on gloo.
+DOCTORKIT_ZERO3_PERSIST_NOTHING=1: ZeRO-3 partitions every weight, however small (see below). Without these two,
+training is unchanged.
 
-DOCTORKIT_SCALE_DUMP=DIR makes each rank write DIR/rank<R>.json: the distributed type training ran under, how many
-trainable parameters were sharded (DTensors), and the row identities (token-id sums) of every batch it trained on.
+DOCTORKIT_SCALE_DUMP=DIR makes each rank write DIR/rank<R>.json: the distributed type training ran under, which
+engine and ZeRO stage wrapped the model, how many trainable weights were FSDP shards (DTensors) or ZeRO-3 partitions,
+and the row identities (token-id sums) of every batch the rank trained on.
 """
 import json
 import os
@@ -20,7 +24,7 @@ DUMP = Path(os.environ["DOCTORKIT_SCALE_DUMP"])
 RANK = int(os.environ.get("RANK", "0"))
 SEEN = {"batches": []}
 
-if os.environ.get("DOCTORKIT_FORCE_SHARDING_ON_CPU") == "1":
+if os.environ.get("DOCTORKIT_FORCE_FSDP_ON_CPU") == "1":
     original_init = accelerate.state.AcceleratorState.__init__
 
     def init_keeping_fsdp_plugin(self, *args, fsdp_plugin=None, **kwargs):
@@ -37,6 +41,20 @@ if os.environ.get("DOCTORKIT_FORCE_SHARDING_ON_CPU") == "1":
 
     accelerate.state.AcceleratorState.__init__ = init_keeping_fsdp_plugin
     accelerate.state.AcceleratorState.distributed_type = property(distributed_type, set_distributed_type)
+
+if os.environ.get("DOCTORKIT_ZERO3_PERSIST_NOTHING") == "1":
+    # ZeRO-3 leaves each weight under stage3_param_persistence_threshold (DeepSpeed's default: 1e5 elements) whole
+    # on every rank. builtin:tiny's LoRA weights (2048 elements) are under it; a 7B model's (r x 3584, and more in
+    # sum) are what a real run partitions. 0 partitions every weight, so the tiny model meets the path a real one does.
+    from accelerate.utils import DeepSpeedPlugin
+
+    original_post_init = DeepSpeedPlugin.__post_init__
+
+    def post_init_persisting_nothing(self):
+        original_post_init(self)
+        self.deepspeed_config.setdefault("zero_optimization", {})["stage3_param_persistence_threshold"] = 0
+
+    DeepSpeedPlugin.__post_init__ = post_init_persisting_nothing
 
 from doctorkit.stages import sft  # noqa: E402  (after the patch above, before any Accelerator exists)
 
@@ -58,8 +76,12 @@ def make_trainer(*args, **kwargs):
         result = train(self, *a, **kw)
         from torch.distributed.tensor import DTensor
         trainable = [p for p in self.model_wrapped.parameters() if p.requires_grad]
+        engine = self.model_wrapped
         SEEN.update(distributed_type=str(self.accelerator.distributed_type), trainable=len(trainable),
-                    sharded=sum(isinstance(p, DTensor) for p in trainable))
+                    sharded=sum(isinstance(p, DTensor) for p in trainable), engine=type(engine).__name__,
+                    zero_stage=engine.zero_optimization_stage() if hasattr(engine, "zero_optimization_stage") else None,
+                    zero_optimizer=type(getattr(engine, "optimizer", None)).__name__,
+                    partitioned=sum(hasattr(p, "ds_id") and not p.ds_persist for p in trainable))
         return result
 
     trainer_class.compute_loss, trainer_class.train = recording_compute_loss, recording_train
