@@ -132,7 +132,7 @@ def _train(recipe, run_dir: Path, checkpoint: str | None) -> Path:
     if data.eval is not None:
         trainer.evaluate()
 
-    weights = gathered_trainable_weights(model)  # FSDP: every rank takes part in gathering the adapter's shards
+    weights = gathered_trainable_weights(model)  # FSDP, ZeRO-3: every rank takes part in gathering the shards
     if trainer.is_world_process_zero():  # under torchrun only rank 0 writes the run directory
         with atomic.folder(run_dir / ADAPTER) as folder:
             model.save_pretrained(folder, state_dict=weights)
