@@ -79,17 +79,23 @@ def compare(curves: dict, dtype_name: str) -> dict:
 
 
 def plot(curves: dict, path: Path, title: str) -> None:
+    """The two curves (lean dashed: on top of each other when they agree) and, below, their relative difference."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for name, curve in curves.items():
-        ax.plot([p["step"] for p in curve], [p["loss"] for p in curve], label=name)
-    ax.set_xlabel("step")
-    ax.set_ylabel("train loss")
-    ax.set_title(title)
-    ax.legend()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
+    for name, curve in sorted(curves.items(), key=lambda item: item[0] == "lean"):  # lean drawn last, on top
+        top.plot([p["step"] for p in curve], [p["loss"] for p in curve], label=name,
+                 linestyle="--" if name == "lean" else "-", linewidth=1.2 if name == "lean" else 2.5)
+    top.set_ylabel("train loss")
+    top.set_title(title)
+    top.legend()
+    lean, previous = curves["lean"], curves["previous"]
+    bottom.plot([p["step"] for p in lean], [abs(a["loss"] - b["loss"]) / b["loss"] for a, b in zip(lean, previous)],
+                marker=".", color="black")
+    bottom.set_ylabel("|lean - previous| / previous")
+    bottom.set_xlabel("step")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
