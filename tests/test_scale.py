@@ -84,6 +84,11 @@ def check_same_training(single_process, run_dir: Path, dump: Path) -> tuple[dict
     for step, (rows, rows0, rows1) in enumerate(zip(single, rank0["batches"], rank1["batches"])):
         assert sorted(rows) == sorted(rows0 + rows1), f"step {step + 1}: the two runs trained on different rows"
 
+    # tokens seen (metrics.json, TensorBoard) count every rank's rows, not rank 0's alone
+    tokens = [[h["num_tokens"] for h in json.loads((d / "metrics.json").read_text())["log_history"] if "loss" in h]
+              for d in (single_run, run_dir)]
+    assert tokens[0] == tokens[1] and tokens[0][-1] > 0
+
     expected, got = step_losses(single_run), step_losses(run_dir)
     assert len(expected) == len(got) == STEPS
     assert expected[-1] < expected[0]  # it trained

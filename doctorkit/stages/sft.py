@@ -68,7 +68,8 @@ def make_trainer(loss: str = "lean", packing_layout: str | None = None, **kwargs
                 return result
             inputs["use_cache"] = False  # a cache would turn off packed-sequence isolation (tests/test_packing.py)
             mask = inputs.get("attention_mask")  # padding-free batches have none: every position is a token
-            self._total_train_tokens += int(mask.sum()) if mask is not None else inputs["input_ids"].numel()
+            local = mask.sum() if mask is not None else torch.tensor(inputs["input_ids"].numel())
+            self._total_train_tokens += self.accelerator.gather_for_metrics(local).sum().item()  # all ranks, as TRL
             self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
             if loss == "full":
                 return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
