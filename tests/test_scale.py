@@ -122,8 +122,8 @@ def test_fsdp_config_on_two_processes_matches_one_process(tmp_path, single_proce
 def test_deepspeed_config_on_two_processes_matches_one_process(tmp_path, single_process, stage):
     pytest.importorskip("deepspeed", reason="DeepSpeed is not a DoctorKit dependency: pip install deepspeed")
     # ZeRO-3 keeps weights under stage3_param_persistence_threshold (DeepSpeed default 1e5 elements) whole on every
-    # rank: builtin:tiny's LoRA weights (2048) are, a 7B model's are not. Persisting nothing gives the tiny model the
-    # partitioned LoRA weights a real run has, so saving the adapter must gather them.
+    # rank: builtin:tiny's LoRA weights (2048) all are, many of a 7B model's are not (tests/helpers/scale_train_dump.py).
+    # Persisting nothing gives the tiny model the partitioned LoRA weights a real run has, so saving must gather them.
     run_dir, dump = train(tmp_path, f"zero{stage}", accelerate_launch(f"configs/accelerate/deepspeed_zero{stage}.yaml"),
                           4, {"DOCTORKIT_ZERO3_PERSIST_NOTHING": "1"})
     rank0, rank1 = check_same_training(single_process, run_dir, dump)

@@ -43,9 +43,10 @@ if os.environ.get("DOCTORKIT_FORCE_FSDP_ON_CPU") == "1":
     accelerate.state.AcceleratorState.distributed_type = property(distributed_type, set_distributed_type)
 
 if os.environ.get("DOCTORKIT_ZERO3_PERSIST_NOTHING") == "1":
-    # ZeRO-3 leaves each weight under stage3_param_persistence_threshold (DeepSpeed's default: 1e5 elements) whole
-    # on every rank. builtin:tiny's LoRA weights (2048 elements) are under it; a 7B model's (r x 3584, and more in
-    # sum) are what a real run partitions. 0 partitions every weight, so the tiny model meets the path a real one does.
+    # ZeRO-3 leaves each weight under stage3_param_persistence_threshold (DeepSpeed's default, 1e5 elements, as the
+    # shipped config leaves it) whole on every rank. builtin:tiny's LoRA weights (2048 elements) are all under it; on
+    # Qwen2.5-7B many are over it (recipes/lora.yaml r=16: the MLP's 16 x 18944 = 303k; recipes/qlora.yaml r=64: every
+    # one, 64 x 3584 = 229k and up). 0 partitions every weight, so the tiny model meets the path a real one does.
     from accelerate.utils import DeepSpeedPlugin
 
     original_post_init = DeepSpeedPlugin.__post_init__
