@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import os
 import resource
+import shlex
 import statistics
 import sys
 import tempfile
@@ -71,7 +72,7 @@ def main(argv=None) -> int:
         warm, _ = timed_prepare(data, 2)
     rate = {n: used / statistics.median(t) for n, t in times.items()}
     result = {
-        "command": "python -m bench.data_prep " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": shlex.join(["python", "-m", "bench.data_prep", *(argv if argv is not None else sys.argv[1:])]),
         "date": dt.date.today().isoformat(),
         "machine": f"{os.cpu_count()} CPUs, shared with other jobs while measured (load average {os.getloadavg()[0]:.1f})",
         "dialogs": args.dialogs, "samples_used": used, "seconds": times, "cpu_seconds": cpu,
