@@ -79,9 +79,14 @@ def chunked_cross_entropy(hidden: torch.Tensor, head: torch.nn.Module, labels: t
 def lean_causal_lm_loss(model, inputs: dict, num_items_in_batch=None, chunk_tokens: int | None = None,
                         drop_ignored: bool = True) -> torch.Tensor:
     """Run `model` on a training batch and return the chunked loss, never building the full logits."""
+    lm = causal_lm_of(model)
+    if hasattr(lm.get_output_embeddings().weight, "ds_id"):
+        # DeepSpeed ZeRO-3 holds each weight as a partition that only its own module's forward gathers: read here,
+        # the head's weight is an empty tensor. The model's own loss (same reduction) is the one that works there.
+        loss_kwargs = {} if num_items_in_batch is None else {"num_items_in_batch": num_items_in_batch}
+        return model(**{**inputs, "use_cache": False}, **loss_kwargs).loss
     inputs = dict(inputs)
     labels, shift_labels = inputs.pop("labels"), inputs.pop("shift_labels", None)
-    lm = causal_lm_of(model)
     captured = {}
 
     def keep_hidden(module, args, output):

@@ -29,7 +29,8 @@ def cost_terms(recipe, shape) -> dict:
 
 
 # train.optimizer: auto -> 8-bit AdamW states (a quarter of fp32 Adam's), paged to CPU RAM on memory spikes
-# (bitsandbytes falls back to unpaged on a CPU). Loss against fp32 AdamW: python -m bench.lean_loss (not yet measured)
+# (bitsandbytes falls back to unpaged on a CPU). Loss against fp32 AdamW: not measured (bench.lean_loss keeps one
+# optimizer in both its arms)
 OPTIMIZER = "paged_adamw_8bit"
 
 

@@ -173,6 +173,25 @@ def shared_training_args(recipe, output_dir: Path, has_eval: bool, dtype: torch.
     )
 
 
+def gathered_trainable_weights(model) -> dict | None:
+    """Every rank calls this before rank 0 saves the adapter. Under FSDP each rank holds shards (DTensors) of the
+    trainable weights and under DeepSpeed ZeRO-3 partitions (weights with a ds_id, emptied between forwards);
+    save_pretrained on rank 0 alone fails on the former and writes empty tensors for the latter. Gathering is a
+    collective, hence all ranks; only the trainable weights are gathered, not the frozen base. None when nothing is
+    sharded (one process, DDP, ZeRO-2): save_pretrained then reads the model itself, as before."""
+    from torch.distributed.tensor import DTensor
+
+    trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    if any(hasattr(p, "ds_id") for p in trainable.values()):
+        import deepspeed  # present: only DeepSpeed gives weights a ds_id
+
+        with deepspeed.zero.GatheredParameters(list(trainable.values()), modifier_rank=None):
+            return {name: p.detach().cpu().clone() for name, p in trainable.items()}
+    if not any(isinstance(p, DTensor) for p in trainable.values()):
+        return None
+    return {name: (p.full_tensor() if isinstance(p, DTensor) else p).detach().cpu() for name, p in trainable.items()}
+
+
 def peak_memory_bytes() -> int:
     if torch.cuda.is_available():
         return int(torch.cuda.max_memory_allocated())

@@ -17,8 +17,8 @@ from doctorkit import atomic
 from doctorkit.noise import log_to
 from doctorkit.recipe import save_recipe
 from doctorkit.rundir import ADAPTER, CHECKPOINTS, TB
-from doctorkit.stages import (STARTED_RECIPE, collect_metrics, evaluate_after, finish_run, is_main_process, run_stage,
-                              shared_training_args)
+from doctorkit.stages import (STARTED_RECIPE, collect_metrics, evaluate_after, finish_run, gathered_trainable_weights,
+                              is_main_process, run_stage, shared_training_args)
 
 
 def trainer_args(recipe, run_dir: Path, has_eval: bool, dtype: torch.dtype):
@@ -68,7 +68,8 @@ def make_trainer(loss: str = "lean", packing_layout: str | None = None, **kwargs
                 return result
             inputs["use_cache"] = False  # a cache would turn off packed-sequence isolation (tests/test_packing.py)
             mask = inputs.get("attention_mask")  # padding-free batches have none: every position is a token
-            self._total_train_tokens += int(mask.sum()) if mask is not None else inputs["input_ids"].numel()
+            local = mask.sum() if mask is not None else torch.tensor(inputs["input_ids"].numel())
+            self._total_train_tokens += self.accelerator.gather_for_metrics(local).sum().item()  # all ranks, as TRL
             self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
             if loss == "full":
                 return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
@@ -132,9 +133,10 @@ def _train(recipe, run_dir: Path, checkpoint: str | None) -> Path:
     if data.eval is not None:
         trainer.evaluate()
 
+    weights = gathered_trainable_weights(model)  # FSDP, ZeRO-3: every rank takes part in gathering the shards
     if trainer.is_world_process_zero():  # under torchrun only rank 0 writes the run directory
         with atomic.folder(run_dir / ADAPTER) as folder:
-            model.save_pretrained(folder)
+            model.save_pretrained(folder, state_dict=weights)
         if data.canaries:   # data.canaries: what `evaluate RUN --task canary` ranks
             from doctorkit.deid.canary import write_canaries
             write_canaries(run_dir, data.canaries)
