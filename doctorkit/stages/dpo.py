@@ -29,8 +29,8 @@ from doctorkit import atomic
 from doctorkit.errors import DoctorKitError
 from doctorkit.noise import log_to
 from doctorkit.rundir import ADAPTER, CHECKPOINTS, TB, TOKENIZER, resumable_checkpoint, write_metrics
-from doctorkit.stages import (collect_metrics, evaluate_after, finish_run, is_main_process, run_stage,
-                              shared_training_args)
+from doctorkit.stages import (collect_metrics, evaluate_after, finish_run, gathered_trainable_weights, is_main_process,
+                              run_stage, shared_training_args)
 
 ROUNDS = "rounds"
 
@@ -227,10 +227,11 @@ def _train_dpo(recipe, run_dir: Path, resume: bool) -> Path:
         if data.eval is not None:
             trainer.evaluate()
         rounds.append(round_metrics(trainer, data.report, runtime, k, source))
+        weights = gathered_trainable_weights(trainer.model)  # FSDP, ZeRO-3: every rank gathers (see sft.py)
         if trainer.is_world_process_zero():
             # only the trained "default" adapter: the frozen "ref" copy is TRL's bookkeeping, not part of the model
             with atomic.folder(out_dir / ADAPTER) as folder:
-                trainer.model.save_pretrained(folder, selected_adapters=["default"])
+                trainer.model.save_pretrained(folder, selected_adapters=["default"], state_dict=weights)
             if not final:
                 write_metrics(out_dir, rounds[-1])
         start = out_dir / ADAPTER
