@@ -14,13 +14,12 @@ import datetime as dt
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from bench.curves import plot, tail_mean, train_curve
 from bench.data import make_conversations, write_jsonl
-from bench.lean_loss import plot, tail_mean
 from bench.models import model_path
 
 RESULTS = Path(__file__).parent / "results"
@@ -29,20 +28,10 @@ TOLERANCE = 0.02   # the same criterion as bench.lean_loss: last quarter's mean 
 
 
 def train_arm(name: str, model: str, data: Path, steps: int, workdir: Path) -> list[dict]:
-    run_dir = workdir / name
-    sets = [f"model={model}", "method=lora", "dtype=bf16", f"data.path={data}", "data.val_ratio=0",
-            "data.packing=true", f"train.max_steps={steps}", "train.max_seq_len=256", "train.batch_size=8",
-            "train.logging_steps=1", "train.save_steps=100000", "train.learning_rate=2e-4", "train.warmup_ratio=0",
-            "train.optimizer=adamw_torch", "lora.r=16", "lora.alpha=32", f"output_dir={run_dir}", *ARMS[name]]
-    cmd = [sys.executable, "-m", "doctorkit.train", "recipes/quickstart.yaml", "--overwrite"]
-    for item in sets:
-        cmd += ["--set", item]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
-    if done.returncode != 0:
-        raise SystemExit(f"arm {name} failed:\n{done.stderr[-3000:]}")
-    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    return [{"step": h["step"], "loss": h["loss"]} for h in metrics["log_history"] if "loss" in h]
+    return train_curve(name, workdir / name, [
+        f"model={model}", "method=lora", "dtype=bf16", f"data.path={data}", "data.val_ratio=0", "data.packing=true",
+        f"train.max_steps={steps}", "train.max_seq_len=256", "train.batch_size=8", "train.learning_rate=2e-4",
+        "train.warmup_ratio=0", "train.optimizer=adamw_torch", "lora.r=16", "lora.alpha=32", *ARMS[name]])
 
 
 def main(argv=None) -> int:
@@ -69,7 +58,8 @@ def main(argv=None) -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1), encoding="utf-8")
-    plot(curves, args.out.with_suffix(".png"), f"LoRA on {args.model}: fp32 vs bf16 (compute) adapters")
+    plot(curves, args.out.with_suffix(".png"), f"LoRA on {args.model}: fp32 vs bf16 (compute) adapters",
+         "compute", "fp32")
     print(f"tail-mean loss fp32 {fp32:.4f}, compute {compute:.4f} ({difference:.2%}, tolerance {TOLERANCE:.0%}) "
           f"-> {args.out}")
     return 0

@@ -16,12 +16,12 @@ import datetime as dt
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench.curves import plot, tail_mean, train_curve
 from bench.data import make_conversations, write_jsonl
 from bench.models import model_path
 
@@ -45,26 +45,11 @@ TOLERANCE = {"float32": ("every step, relative", 1e-4), "bfloat16": ("last-quart
 
 
 def train_arm(name: str, model: str, data: Path, steps: int, workdir: Path, dtype: str, optimizer: str) -> list[dict]:
-    run_dir = workdir / name
-    sets = [f"model={model}", "method=qlora", f"dtype={dtype}", f"train.optimizer={optimizer}", f"data.path={data}",
-            "data.val_ratio=0",
-            "data.packing=true", f"train.max_steps={steps}", "train.max_seq_len=256", "train.batch_size=8",
-            "train.logging_steps=1", "train.save_steps=100000", "train.learning_rate=1e-3", "train.warmup_ratio=0",
-            "lora.r=16", "lora.alpha=32", f"output_dir={run_dir}", *ARMS[name]]
-    cmd = [sys.executable, "-m", "doctorkit.train", "recipes/quickstart.yaml", "--overwrite"]
-    for item in sets:
-        cmd += ["--set", item]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
-    if done.returncode != 0:
-        raise SystemExit(f"arm {name} failed:\n{done.stderr[-3000:]}")
-    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    return [{"step": h["step"], "loss": h["loss"]} for h in metrics["log_history"] if "loss" in h]
-
-
-def tail_mean(curve: list[dict]) -> float:
-    tail = curve[-max(1, len(curve) // 4):]
-    return sum(p["loss"] for p in tail) / len(tail)
+    return train_curve(name, workdir / name, [
+        f"model={model}", "method=qlora", f"dtype={dtype}", f"train.optimizer={optimizer}", f"data.path={data}",
+        "data.val_ratio=0", "data.packing=true", f"train.max_steps={steps}", "train.max_seq_len=256",
+        "train.batch_size=8", "train.learning_rate=1e-3", "train.warmup_ratio=0", "lora.r=16", "lora.alpha=32",
+        *ARMS[name]])
 
 
 def compare(curves: dict, dtype_name: str) -> dict:
@@ -76,29 +61,6 @@ def compare(curves: dict, dtype_name: str) -> dict:
     return {"tail_mean_loss": {"lean": tail_mean(lean), "previous": tail_mean(previous)},
             "max_relative_difference_per_step": max(per_step), "relative_difference_of_tail_means": tail,
             "rule": rule, "tolerance": tolerance, "same_loss": len(lean) == len(previous) and measured <= tolerance}
-
-
-def plot(curves: dict, path: Path, title: str) -> None:
-    """The two curves (lean dashed: on top of each other when they agree) and, below, their relative difference."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
-    for name, curve in sorted(curves.items(), key=lambda item: item[0] == "lean"):  # lean drawn last, on top
-        top.plot([p["step"] for p in curve], [p["loss"] for p in curve], label=name,
-                 linestyle="--" if name == "lean" else "-", linewidth=1.2 if name == "lean" else 2.5)
-    top.set_ylabel("train loss")
-    top.set_title(title)
-    top.legend()
-    lean, previous = curves["lean"], curves["previous"]
-    bottom.plot([p["step"] for p in lean], [abs(a["loss"] - b["loss"]) / b["loss"] for a, b in zip(lean, previous)],
-                marker=".", color="black")
-    bottom.set_ylabel("|lean - previous| / previous")
-    bottom.set_xlabel("step")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def main(argv=None) -> int:
@@ -131,7 +93,8 @@ def main(argv=None) -> int:
                           "them in bf16 costs loss on a GPU is not measured by this run.")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1), encoding="utf-8")
-    plot(curves, args.out.with_suffix(".png"), f"QLoRA on {args.model} ({dtype_name}): lean defaults vs previous")
+    plot(curves, args.out.with_suffix(".png"), f"QLoRA on {args.model} ({dtype_name}): lean defaults vs previous",
+         "lean", "previous")
     print(f"lean vs previous: max per-step {verdict['max_relative_difference_per_step']:.2e}, tail means "
           f"{verdict['relative_difference_of_tail_means']:.2e} ({verdict['rule']} <= {verdict['tolerance']:g}: "
           f"{'same' if verdict['same_loss'] else 'NOT the same'} loss) -> {args.out}")
