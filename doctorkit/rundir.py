@@ -128,6 +128,7 @@ def _ready(model, device):
 # RESULTS = RUN_DIR/eval/<task>-<data>/ (or evaluate --out): one predictions file per model scored, the chart,
 # metrics.json (every number printed) last. A suite writes suite.json beside one such folder per exam.
 EVAL, EVAL_PNG, SUITE = "eval", "eval.png", "suite.json"
+SUITE_PNG, SUITE_LABELS = "suite.png", "suite_labels.md"   # the suite's chart, and its S1..Sn legend without a CJK font
 PREDICTIONS = {"model": "predictions.jsonl", "base": "base_predictions.jsonl"}
 
 

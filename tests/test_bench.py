@@ -27,7 +27,7 @@ def test_train_speed_writes_comparable_arms(tmp_path):
         assert record["mfu"] is None   # a CPU has no catalog peak: no MFU the estimator could use
 
 
-def test_packing_arms_compared_with_the_grouped_arm_and_its_padding_ceiling():
+def test_packing_arms_compared_with_the_grouped_arm_and_its_padding():
     records = [{"variant": "padding-random", "padding_share": 0.5, "supervised_tokens_per_s": 100.0,
                 "supervised_tokens_per_cpu_s": 90.0},
                {"variant": "group_by_length", "padding_share": 0.2, "supervised_tokens_per_s": 200.0,
@@ -35,7 +35,7 @@ def test_packing_arms_compared_with_the_grouped_arm_and_its_padding_ceiling():
                {"variant": "packing", "padding_share": 0.0, "supervised_tokens_per_s": 230.0,
                 "supervised_tokens_per_cpu_s": 225.0}]
     train_speed.add_grouped_ratios(records)
-    assert records[1]["padding_ceiling_for_packing"] == 1.25          # 1 / (1 - 0.2)
+    assert records[1]["padding_removal_gain"] == 1.25          # 1 / (1 - 0.2)
     assert records[2]["vs_group_by_length_supervised_tokens_per_s"] == 1.15
     assert records[2]["vs_group_by_length_supervised_tokens_per_cpu_s"] == 1.25
     assert "vs_group_by_length_supervised_tokens_per_s" not in records[0]

@@ -11,6 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from doctorkit import sampling
+from doctorkit.generation import prompt_token_ids as prompt_ids   # the tasks import it from here too
 from doctorkit.generation import sampling_kwargs, stop_token_ids
 
 
@@ -29,28 +30,31 @@ def _batches_by_length(lengths: list[int], batch_size: int) -> list[list[int]]:
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
-    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+def _generate(model, tokenizer, conversations: list[list[dict]], kwargs: dict, per_prompt: int, batch_size: int,
+              desc: str) -> list[list[str]]:
+    """`per_prompt` replies to each conversation, prompts batched by length (left-padded), in input order."""
+    encoded = [prompt_ids(tokenizer, conv) for conv in conversations]
+    replies: list[list[str]] = [[] for _ in conversations]
+    stops = stop_token_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    with tqdm(total=len(conversations), desc=desc, unit="sample") as bar, padding_side(tokenizer, "left"):
+        for batch in _batches_by_length([len(e) for e in encoded], max(1, batch_size // per_prompt)):
+            inputs = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt").to(model.device)
+            with torch.inference_mode():
+                output = model.generate(**inputs, eos_token_id=stops, pad_token_id=pad_id, use_cache=True,
+                                        num_return_sequences=per_prompt, **kwargs)
+            new_tokens = output[:, inputs["input_ids"].shape[1]:]
+            for row, tokens in enumerate(new_tokens):  # rows come grouped: per_prompt rows per prompt
+                replies[batch[row // per_prompt]].append(tokenizer.decode(tokens, skip_special_tokens=True).strip())
+            bar.update(len(batch))
+    return replies
 
 
 def generate_replies(model, tokenizer, conversations: list[list[dict]], max_new_tokens: int = 256,
                      batch_size: int = 8, repetition_penalty: float = 1.0, desc: str = "generating") -> list[str]:
     """Greedy replies (deterministic, so a rerun reproduces predictions.jsonl) to each conversation."""
-    encoded = [prompt_ids(tokenizer, conv) for conv in conversations]
-    replies: list[str] = [""] * len(conversations)
     kwargs = sampling_kwargs(temperature=0, repetition_penalty=repetition_penalty, max_new_tokens=max_new_tokens)
-    stops = stop_token_ids(model, tokenizer)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
-    with tqdm(total=len(conversations), desc=desc, unit="sample") as bar, padding_side(tokenizer, "left"):
-        for batch in _batches_by_length([len(e) for e in encoded], batch_size):
-            inputs = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt").to(model.device)
-            with torch.inference_mode():
-                output = model.generate(**inputs, eos_token_id=stops, pad_token_id=pad_id, use_cache=True, **kwargs)
-            new_tokens = output[:, inputs["input_ids"].shape[1]:]
-            for i, row in zip(batch, new_tokens):
-                replies[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
-            bar.update(len(batch))
-    return replies
+    return [first for first, *_ in _generate(model, tokenizer, conversations, kwargs, 1, batch_size, desc)]
 
 
 def continuation_logprobs(model, tokenizer, pairs: list[tuple[list[int], list[int]]], batch_size: int = 8,
@@ -80,24 +84,10 @@ def sample_replies(model, tokenizer, conversations: list[list[dict]], samples: i
                    desc: str = "sampling") -> list[list[str]]:
     """`samples` sampled replies per conversation (self-consistency). Seeded, so a rerun samples the same chains
     on the same machine; every chain is returned so the caller can keep it beside the vote."""
-    encoded = [prompt_ids(tokenizer, conv) for conv in conversations]
-    replies: list[list[str]] = [[] for _ in conversations]
     kwargs = sampling_kwargs(temperature=temperature, top_p=top_p, repetition_penalty=1.0, max_new_tokens=max_new_tokens)
-    stops = stop_token_ids(model, tokenizer)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        with tqdm(total=len(conversations), desc=desc, unit="sample") as bar, padding_side(tokenizer, "left"):
-            for batch in _batches_by_length([len(e) for e in encoded], max(1, batch_size // samples)):
-                inputs = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt").to(model.device)
-                with torch.inference_mode():
-                    output = model.generate(**inputs, eos_token_id=stops, pad_token_id=pad_id, use_cache=True,
-                                            num_return_sequences=samples, **kwargs)
-                new_tokens = output[:, inputs["input_ids"].shape[1]:]
-                for row, tokens in enumerate(new_tokens):  # rows come grouped: samples per prompt
-                    replies[batch[row // samples]].append(tokenizer.decode(tokens, skip_special_tokens=True).strip())
-                bar.update(len(batch))
+        return _generate(model, tokenizer, conversations, kwargs, samples, batch_size, desc)
     finally:
         torch.random.set_rng_state(generator_state)
-    return replies

@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from doctorkit.evaluate.report import cjk_font, plt
-
-LABELS_FILE = "suite_labels.md"
+from doctorkit.rundir import SUITE_LABELS as LABELS_FILE, SUITE_PNG
 
 
 def plot_suite(rows: list[dict], out: Path) -> list[str]:
@@ -36,12 +35,12 @@ def plot_suite(rows: list[dict], out: Path) -> list[str]:
     ax.grid(axis="y", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "suite.png")
+    fig.savefig(out / SUITE_PNG)
     plt.close(fig)
     if not short:
-        return ["suite.png"]
+        return [SUITE_PNG]
     table = ["| label | exam | slice | tuned | base |", "|---|---|---|---|---|"]
     table += [f"| {label} | {row['name']} | {row['slice']} | {row['tuned']['accuracy']:.3f} | {row['base']['accuracy']:.3f} |"
               for label, row in zip(labels, rows)]
     (out / LABELS_FILE).write_text("\n".join(table) + "\n", encoding="utf-8")
-    return ["suite.png", LABELS_FILE]
+    return [SUITE_PNG, LABELS_FILE]
