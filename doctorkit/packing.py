@@ -55,9 +55,12 @@ def sdpa_by_document(module, query, key, value, attention_mask, dropout: float =
         bounds = [0, query.shape[2]]
     gqa = query.shape[1] != key.shape[1]
     dropout = dropout if module.training else 0.0
-    parts = [torch.nn.functional.scaled_dot_product_attention(
-        query[:, :, start:end], key[:, :, start:end], value[:, :, start:end], dropout_p=dropout,
-        is_causal=True, scale=scaling, enable_gqa=gqa) for start, end in zip(bounds[:-1], bounds[1:]) if end > start]
+    # split, not one slice per document: a slice's backward writes its gradient into a zero tensor of the whole
+    # row, one per document and per q/k/v, while split's backward is a single concatenation
+    sizes = [end - start for start, end in zip(bounds[:-1], bounds[1:]) if end > start]
+    parts = [torch.nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True,
+                                                              scale=scaling, enable_gqa=gqa)
+             for q, k, v in zip(query.split(sizes, dim=2), key.split(sizes, dim=2), value.split(sizes, dim=2))]
     return torch.cat(parts, dim=2).transpose(1, 2).contiguous(), None
 
 
