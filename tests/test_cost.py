@@ -311,3 +311,19 @@ def test_memory_goals_file_is_what_the_estimator_says_today(tmp_path):
     d = next(j for j in fresh["jobs"] if j["job"].startswith("d:"))["variants"]
     shipped_d = d["as shipped"]
     assert shipped_d["device_total_gib"] > shipped_d["reserved_peak_gib"] > shipped_d["tensor_peak_gib"]
+
+
+def test_dpo_recipe_is_costed_on_its_preference_pairs():
+    """DPO's data are pairs: cost counts, per pair, the longer of prompt+chosen and prompt+rejected exactly as
+    training prepares them, or estimates the same rows from characters when no tokenizer loads offline."""
+    from doctorkit.cost.tokens import data_tokens
+    from doctorkit.data.preference import prepare_preferences
+    from doctorkit.model import load_tokenizer
+    from doctorkit.recipe import load_recipe
+
+    recipe = load_recipe("recipes/dpo.yaml", [])
+    counted = data_tokens(recipe)
+    assert counted.lengths == prepare_preferences(recipe, load_tokenizer(recipe.model)).report.lengths
+    assert "preference pair" in counted.how
+    estimated = data_tokens(load_recipe("recipes/dpo.yaml", ["model=no-such-org/no-such-model"]))
+    assert "estimated from characters" in estimated.how and len(estimated.lengths) == len(counted.lengths)

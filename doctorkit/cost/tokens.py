@@ -57,16 +57,57 @@ def estimate_from_chars(text: str) -> float:
     return cjk / CJK_CHARS_PER_TOKEN + (len(text) - cjk) / OTHER_CHARS_PER_TOKEN
 
 
+def trains_on_pairs(recipe) -> bool:
+    """Whether the recipe's method reads preference pairs (its COST_TERMS "pairs": DPO), not conversations."""
+    from doctorkit.methods import DEFAULT_COST_TERMS, get_method
+
+    return {**DEFAULT_COST_TERMS, **get_method(recipe.method).COST_TERMS}["pairs"]
+
+
+def read_pair_samples(recipe) -> list[list[str]]:
+    """Per preference pair, the message texts of the prompt and of its longer reply (chosen or rejected, by
+    characters): the row the pair's longer sequence fills, as doctorkit.cost runs both replies side by side."""
+    from doctorkit.data.preference import paths_of, to_pair
+    from doctorkit.data.readers import BadRecord, iter_json_records, read_text
+
+    samples = []
+    for path in paths_of(recipe.data.path):
+        if not Path(path).is_file():
+            raise DoctorKitError(f"data.path: {path} not found (give --tokens-per-sample with --samples to estimate "
+                                 f"without the data)")
+        for _, record in iter_json_records(Path(path), read_text(Path(path), recipe.data.encoding)):
+            try:
+                pair = to_pair(record)
+            except BadRecord:
+                continue
+            texts = lambda messages: [m.get("content", "") for m in messages]  # noqa: E731
+            reply = max(pair["chosen"], pair["rejected"], key=lambda m: sum(len(t) for t in texts(m)))
+            samples.append(texts(pair["prompt"]) + texts(reply))
+    if recipe.data.max_samples:
+        samples = samples[: recipe.data.max_samples]
+    if recipe.data.val_ratio > 0 and not recipe.data.val_path:   # the share training holds out, as read_samples
+        samples = samples[: max(1, round(len(samples) * (1 - recipe.data.val_ratio)))]
+    return samples
+
+
 def data_tokens(recipe) -> DataTokens:
-    """Token lengths of the training samples: exact through doctorkit.data.prepare when the tokenizer (with a
-    chat template) loads offline, else counted or estimated from the conversations' texts."""
+    """Token lengths of the training samples: exact through doctorkit.data.prepare (preference pairs:
+    doctorkit.data.preference.prepare_preferences, the longer of prompt+chosen and prompt+rejected) when the
+    tokenizer (with a chat template) loads offline, else counted or estimated from the texts."""
     tokenizer, name = _load_tokenizer(recipe)
+    pairs = trains_on_pairs(recipe)
     if tokenizer is not None and getattr(tokenizer, "chat_template", None) and getattr(tokenizer, "is_fast", False):
+        if pairs:
+            from doctorkit.data.preference import prepare_preferences
+
+            lengths = prepare_preferences(recipe, tokenizer).report.lengths
+            return DataTokens(lengths, f"counted with {name} and its chat template, per preference pair the longer "
+                                       f"of prompt+chosen and prompt+rejected (doctorkit.data.preference)")
         from doctorkit.data import prepare
 
         lengths = prepare(recipe, tokenizer).report.lengths
         return DataTokens(lengths, f"counted with {name} and its chat template (doctorkit.data.prepare)")
-    return count_tokens(read_samples(recipe), tokenizer, name)
+    return count_tokens(read_pair_samples(recipe) if pairs else read_samples(recipe), tokenizer, name)
 
 
 def count_tokens(samples: list[list[str]], tokenizer=None, name: str = "") -> DataTokens:
