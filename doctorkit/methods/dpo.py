@@ -32,13 +32,9 @@ def base_method(recipe):
 
 
 def validate(recipe) -> None:
-    cfg = recipe.dpo
-    if cfg.beta <= 0:
-        raise DoctorKitError(f"dpo.beta must be positive, got {cfg.beta}")
+    cfg = recipe.dpo   # beta > 0 and rounds >= 1 are the recipe schema's Field bounds; what it cannot say is here
     if cfg.loss_type not in LOSS_TYPES:
         raise DoctorKitError(f"dpo.loss_type '{cfg.loss_type}' is not one of {', '.join(LOSS_TYPES)}")
-    if cfg.rounds < 1:
-        raise DoctorKitError(f"dpo.rounds must be at least 1, got {cfg.rounds}")
     if len(cfg.round_data) > cfg.rounds - 1:
         raise DoctorKitError(f"dpo.round_data names {len(cfg.round_data)} file(s) but only {cfg.rounds - 1} "
                              f"round(s) follow the first (round 1 reads data.path); raise dpo.rounds or drop files")
