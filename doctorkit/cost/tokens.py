@@ -33,11 +33,16 @@ def read_samples(recipe) -> list[list[str]]:
                              f"estimate without the data)")
     from doctorkit.data import read_conversations
 
-    samples = [[m.get("content", "") for m in conv] for conv in read_conversations(recipe.data, paths)]
-    if recipe.data.max_samples:
-        samples = samples[: recipe.data.max_samples]
-    if recipe.data.val_ratio > 0 and not recipe.data.val_path:
-        samples = samples[: max(1, round(len(samples) * (1 - recipe.data.val_ratio)))]
+    return training_share([[m.get("content", "") for m in conv] for conv in read_conversations(recipe.data, paths)],
+                          recipe.data)
+
+
+def training_share(samples: list, data) -> list:
+    """The samples training keeps: data.max_samples first, then without the data.val_ratio share held out."""
+    if data.max_samples:
+        samples = samples[: data.max_samples]
+    if data.val_ratio > 0 and not data.val_path:
+        samples = samples[: max(1, round(len(samples) * (1 - data.val_ratio)))]
     return samples
 
 
@@ -67,27 +72,18 @@ def trains_on_pairs(recipe) -> bool:
 def read_pair_samples(recipe) -> list[list[str]]:
     """Per preference pair, the message texts of the prompt and of its longer reply (chosen or rejected, by
     characters): the row the pair's longer sequence fills, as doctorkit.cost runs both replies side by side."""
-    from doctorkit.data.preference import paths_of, to_pair
-    from doctorkit.data.readers import BadRecord, iter_json_records, read_text
+    from doctorkit.data.preference import iter_pairs, paths_of
+    from doctorkit.data.report import DataReport
 
-    samples = []
+    def texts(messages: list[dict]) -> list[str]:
+        return [m.get("content", "") for m in messages]
+
+    samples, report = [], DataReport()
     for path in paths_of(recipe.data.path):
-        if not Path(path).is_file():
-            raise DoctorKitError(f"data.path: {path} not found (give --tokens-per-sample with --samples to estimate "
-                                 f"without the data)")
-        for _, record in iter_json_records(Path(path), read_text(Path(path), recipe.data.encoding)):
-            try:
-                pair = to_pair(record)
-            except BadRecord:
-                continue
-            texts = lambda messages: [m.get("content", "") for m in messages]  # noqa: E731
+        for _, pair in iter_pairs(path, recipe, report):
             reply = max(pair["chosen"], pair["rejected"], key=lambda m: sum(len(t) for t in texts(m)))
             samples.append(texts(pair["prompt"]) + texts(reply))
-    if recipe.data.max_samples:
-        samples = samples[: recipe.data.max_samples]
-    if recipe.data.val_ratio > 0 and not recipe.data.val_path:   # the share training holds out, as read_samples
-        samples = samples[: max(1, round(len(samples) * (1 - recipe.data.val_ratio)))]
-    return samples
+    return training_share(samples, recipe.data)
 
 
 def data_tokens(recipe) -> DataTokens:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import datasets
 from jinja2 import TemplateError
@@ -110,14 +111,14 @@ def token_lengths(tokenizer, pair: dict) -> tuple[int, int, int]:
             count(pair["prompt"] + pair["rejected"]))
 
 
-def read_pairs(path: str | Path, recipe, tokenizer, report: DataReport) -> list[dict]:
-    """Valid pairs of one file; skips are counted in `report`, data.on_error=fail stops at a malformed record."""
+def iter_pairs(path: str | Path, recipe, report: DataReport) -> Iterator[tuple[str, dict]]:
+    """(file:line, pair) for every well-formed pair of one file, data.system_prompt added to its prompt; skips are
+    counted in `report`, data.on_error=fail stops at a malformed record. No tokenizer needed (doctorkit.cost)."""
     data, path = recipe.data, Path(path)
     if not path.is_file():
         raise DoctorKitError(f"{path}: preference data file not found (data.path / dpo.round_data)")
     if path.suffix.lower() in (".csv", ".tsv"):
         raise DoctorKitError(f"{path}: preference data is JSONL or JSON (prompt/conversations/messages, chosen, rejected)")
-    pairs = []
     for where, record in iter_json_records(path, read_text(path, data.encoding)):
         try:
             pair = to_pair(record)
@@ -129,6 +130,15 @@ def read_pairs(path: str | Path, recipe, tokenizer, report: DataReport) -> list[
             report.skip(reason, where)
             continue
         pair["prompt"] = with_system_prompt(pair["prompt"], data.system_prompt)
+        yield where, pair
+
+
+def read_pairs(path: str | Path, recipe, tokenizer, report: DataReport) -> list[dict]:
+    """Valid pairs of one file, with their token lengths; skips are counted in `report` (iter_pairs, and pairs
+    whose prompt or length the recipe's limits refuse)."""
+    data = recipe.data
+    pairs = []
+    for where, pair in iter_pairs(path, recipe, report):
         try:
             prompt_len, chosen_len, rejected_len = token_lengths(tokenizer, pair)
         except TemplateError as err:
