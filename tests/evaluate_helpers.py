@@ -34,3 +34,8 @@ def make_lora_run(run_dir: Path) -> Path:
 def write_jsonl(path: Path, rows) -> Path:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The rows of a JSONL file the kit wrote, read back independently of the kit's own readers."""
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -11,10 +11,9 @@ from doctorkit.errors import DoctorKitError
 from doctorkit.evaluate import EvalOptions, evaluate_after_training, evaluate_model, main, run
 from doctorkit.evaluate.batching import generate_replies, prompt_ids
 from doctorkit.evaluate.metrics import CharTokenizer
-from doctorkit.evaluate.records import read_jsonl
 from doctorkit.evaluate.tasks import mcq
 from doctorkit.recipe import load_recipe
-from evaluate_helpers import make_lora_run, write_jsonl
+from evaluate_helpers import make_lora_run, read_jsonl, write_jsonl
 
 
 @pytest.fixture(scope="module")

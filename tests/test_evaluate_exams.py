@@ -11,8 +11,8 @@ from doctorkit.errors import DoctorKitError
 from doctorkit.evaluate import evaluate_model, main, run
 from doctorkit.evaluate.choices import best_threshold, choose_several, credit, parse_letters, pick_shots, vote
 from doctorkit.evaluate.exams import read_exam
-from doctorkit.evaluate.records import read_jsonl
 from doctorkit.evaluate.tasks import mcq
+from evaluate_helpers import read_jsonl
 from exam_layouts import MULTI_LAYOUTS, questions, write
 
 LAYOUTS = ["cmmlu", "ceval", "cmb", "cmexam", "medqa", "medmcqa", "jsonl"]

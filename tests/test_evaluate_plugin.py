@@ -10,10 +10,10 @@ import pytest
 from doctorkit.errors import DoctorKitError
 from doctorkit.evaluate import evaluate_after_training, main, register, run, unregister
 from doctorkit.evaluate.batching import generate_replies
-from doctorkit.evaluate.records import load_items, read_jsonl
+from doctorkit.evaluate.records import load_items
 from doctorkit.evaluate.tasks import EvalOptions, option
 from doctorkit.recipe import load_recipe
-from evaluate_helpers import make_lora_run, write_jsonl
+from evaluate_helpers import make_lora_run, read_jsonl, write_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = ["头痛怎么办？", "医生，我咳嗽一周了。", "发烧三十八度要吃药吗？", "胃疼", "失眠多梦"]

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from doctorkit.evaluate import main
-from doctorkit.evaluate.records import read_jsonl
 from doctorkit.methods import METHODS
+from evaluate_helpers import read_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,9 +8,9 @@ import yaml
 
 from doctorkit.evaluate import main
 from doctorkit.evaluate.metrics import accuracy_with_ci, mcnemar_exact
-from doctorkit.evaluate.records import read_jsonl
 from doctorkit.evaluate.suite import Suite
 from doctorkit.recipe import load_recipe
+from evaluate_helpers import read_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPICS = ["首都", "长江", "光速", "勾股定理", "唐诗", "光合作用", "地球自转", "水的沸点", "古代四大发明", "计算机"]

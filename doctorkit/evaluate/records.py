@@ -1,7 +1,6 @@
 """Reading evaluation files (JSONL, or a JSON list) and per-sample records back (written by doctorkit.rundir.write_eval)."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -59,8 +58,3 @@ def load_items(path, max_samples, to_item, looks_right, expected: str) -> Loaded
         reasons = f" (first: {loaded.skipped[0]})" if loaded.skipped else ""
         raise DoctorKitError(f"{path}: no usable {expected} records{reasons}")
     return loaded
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    """The rows write_jsonl wrote (the kit's own UTF-8 output); a user's file goes through iter_records."""
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
