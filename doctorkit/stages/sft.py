@@ -56,21 +56,25 @@ def make_trainer(loss: str = "lean", packing_layout: str | None = None, **kwargs
             # length groups in random order, not transformers' longest-first mega-batches (doctorkit/batching.py)
             return ShuffledLengthGroups([len(ids) for ids in dataset["input_ids"]], self.args.train_batch_size)
 
+        def _count_tokens(self, local, device) -> None:
+            """Adds this step's tokens on every rank to TRL's num_tokens, as TRL does (a collective: all ranks
+            call it). On the batch's device: NCCL gathers only GPU tensors."""
+            local = torch.as_tensor(local, device=device)
+            self._total_train_tokens += self.accelerator.gather_for_metrics(local).sum().item()
+            self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             fused_kernel = loss == "lean" and not self.args.use_cpu
             if fused_kernel or not model.training:
                 rows = inputs["input_ids"].shape[0] if "attention_mask" not in inputs else 1
                 result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
                 if model.training and rows > 1:  # TRL counts one row of a mask-free batch (packing_layout rows)
-                    others = torch.tensor(inputs["input_ids"][1:].numel(), device=inputs["input_ids"].device)
-                    self._total_train_tokens += self.accelerator.gather_for_metrics(others).sum().item()
-                    self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
+                    self._count_tokens(inputs["input_ids"][1:].numel(), inputs["input_ids"].device)
                 return result
             inputs["use_cache"] = False  # a cache would turn off packed-sequence isolation (tests/test_packing.py)
             mask = inputs.get("attention_mask")  # padding-free batches have none: every position is a token
-            local = mask.sum() if mask is not None else torch.tensor(inputs["input_ids"].numel())
-            self._total_train_tokens += self.accelerator.gather_for_metrics(local).sum().item()  # all ranks, as TRL
-            self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
+            ids = inputs["input_ids"]
+            self._count_tokens(mask.sum() if mask is not None else ids.numel(), ids.device)
             if loss == "full":
                 return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
             # the same reduction Trainer.compute_loss gets from the model: sum / items when the model takes loss
