@@ -65,26 +65,19 @@ def turns(record: dict, key: str, name: str) -> list[dict]:
     return messages
 
 
-class Messages:
-    """{"messages": [{"role", "content"}, ...]} (OpenAI chat layout)."""
-    KEYS = ("messages", "system")
+class Turns:
+    """A list of turns under one key: {"messages": [{"role", "content"}, ...]} (OpenAI chat layout) or
+    {"conversations": [{"from", "value"}, ...]} (ShareGPT; from = human/user/gpt/assistant/system)."""
+
+    def __init__(self, key: str, name: str):
+        self.key, self.name = key, name
+        self.KEYS = (key, "system")
 
     def detect(self, record: dict) -> bool:
-        return "messages" in record
+        return self.key in record
 
     def to_messages(self, record: dict) -> list[dict]:
-        return turns(record, "messages", "messages")
-
-
-class ShareGPT:
-    """{"conversations": [{"from", "value"}, ...]}, from = human/user/gpt/assistant/system."""
-    KEYS = ("conversations", "system")
-
-    def detect(self, record: dict) -> bool:
-        return "conversations" in record
-
-    def to_messages(self, record: dict) -> list[dict]:
-        return turns(record, "conversations", "sharegpt")
+        return turns(record, self.key, self.name)
 
 
 class Alpaca:
@@ -113,11 +106,14 @@ class Alpaca:
         return messages + [{"role": "user", "content": prompt}, {"role": "assistant", "content": record["output"]}]
 
 
-class Csv(Messages):
+class Csv(Turns):
     """A CSV export with a patient and a doctor column (data.columns, or recognised from the header);
     readers.iter_csv_records turns each row into a messages record."""
-    KEYS = None
     SUFFIXES = (".csv", ".tsv")
+
+    def __init__(self):
+        super().__init__("messages", "messages")
+        self.KEYS = None
 
     def detect(self, record: dict) -> bool:
         return False   # chosen by its suffix or by name, never from a record
@@ -126,7 +122,8 @@ class Csv(Messages):
         return iter_csv_records(path, text, columns, on_columns)
 
 
-FORMATS = {"messages": Messages(), "sharegpt": ShareGPT(), "alpaca": Alpaca(), "csv": Csv()}
+FORMATS = {"messages": Turns("messages", "messages"), "sharegpt": Turns("conversations", "sharegpt"),
+           "alpaca": Alpaca(), "csv": Csv()}
 DEFAULTS = {"KEYS": None, "SUFFIXES": (), "records": None}
 
 
