@@ -31,7 +31,7 @@ def tail_mean(curve: list[dict]) -> float:
     return sum(p["loss"] for p in tail) / len(tail)
 
 
-def plot(curves: dict, path: Path, title: str, new: str, old: str) -> None:
+def plot(curves: dict, path: Path, title: str, new: str, old: str, ylabel: str = "train loss") -> None:
     """The two curves (the `new` arm dashed, on top: they overlap when they agree) and, below, their relative
     difference |new - old| / old per step."""
     import matplotlib
@@ -43,7 +43,7 @@ def plot(curves: dict, path: Path, title: str, new: str, old: str) -> None:
         curve = curves[name]
         top.plot([p["step"] for p in curve], [p["loss"] for p in curve], label=name,
                  linestyle="--" if name == new else "-", linewidth=1.2 if name == new else 2.5)
-    top.set_ylabel("train loss")
+    top.set_ylabel(ylabel)
     top.set_title(title)
     top.legend()
     bottom.plot([p["step"] for p in curves[new]],

@@ -20,6 +20,7 @@ fragmentation (the estimate's terms for them are left out of the comparison).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import types
@@ -45,6 +46,8 @@ NOT_TRACED = [
     "counts all of them at the peak (an upper bound)",
     "LoRA dropout: traced with the kernel GPUs run (torch.native_dropout, 1-byte mask), not the CPU's composite "
     "dropout (a mask in the input's dtype)",
+    "train.activation_offloading (on with checkpointing by default, GPU only): the trace and the estimate it is "
+    "compared with keep the saved activations in place",
     "attention mask: fake tensors make transformers build an explicit causal mask, as padding or packed rows do on a "
     "GPU, so SDPA gets K/V repeated to all heads and a float mask per layer (a mask-free batch would use neither)",
 ]
@@ -158,9 +161,9 @@ def simulate(recipe, shape_name: str) -> dict:
     from doctorkit.methods import get_method, resolve_gradient_checkpointing
 
     shape, _ = resolve_shape(shape_name)
-    method = get_method(recipe.method)
-    resolve_gradient_checkpointing(recipe, method)
-    job = job_from_recipe(recipe, shape, recipe.train.max_seq_len)
+    resolve_gradient_checkpointing(recipe)
+    # the trace keeps every saved activation where it was made (a CPU cannot offload to itself): compared without
+    job = dataclasses.replace(job_from_recipe(recipe, shape, recipe.train.max_seq_len), activation_offloading=False)
     if recipe.train.loss == "lean":   # what is traced: the chunked cross-entropy, not TRL's GPU kernel
         job.stack.loss_head = "chunked"
     batch, seq = job.sequences, job.seq
@@ -174,6 +177,10 @@ def simulate(recipe, shape_name: str) -> dict:
     with torch.device("meta"):   # shapes only; PEFT's wrapping runs here too (its .to() cannot swap fake params)
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa")
         model = get_method("lora").wrap(model, recipe)
+        if job.stack.adapter_bytes == job.act_bytes:   # lora.adapter_dtype as on the GPU the estimate is for (on
+            for param in model.parameters():          # this CPU, auto resolves to fp32)
+                if param.requires_grad:
+                    param.data = param.data.to(dtype)
         gpu_dropout(model)
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
     with fake_mode:

@@ -104,17 +104,29 @@ class TrainConfig(Section):
     num_workers: int = Field(0, ge=0)            # dataloader worker processes
     loss: Literal["lean", "full"] = "lean"  # lean: no full [tokens, vocab] fp32 logits (TRL fused head on GPU, chunked CE on CPU)
     upcast_fp32: bool = False        # true: embeddings, lm_head and norms in fp32, as peft's prepare_model_for_kbit_training
-    activation_offloading: bool = False  # true (GPU): saved activations wait in CPU RAM (TRL); exact, slower
+    # GPU only; exact. auto: on with gradient checkpointing, when only each layer's input moves (tokens x hidden x 2
+    # bytes: a few % of the layer's compute time over PCIe, overlapped by TRL's side stream); true: also without it
+    activation_offloading: Union[bool, Literal["auto"]] = "auto"
+
+    def offloads_activations(self, checkpointing: bool) -> bool:
+        """Whether saved activations wait in CPU RAM (on a GPU), given whether the run checkpoints its layers."""
+        return checkpointing if self.activation_offloading == "auto" else bool(self.activation_offloading)
 
 
 class LoraConfig(Section):
     r: int = Field(16, ge=1)                     # rank: higher fits more, costs memory
     alpha: int = Field(32, ge=1)                 # scaling numerator (alpha / r, or alpha / sqrt(r) with rslora)
-    dropout: float = Field(0.05, ge=0, lt=1)
+    dropout: float = Field(0.0, ge=0, lt=1)      # > 0 keeps a dropped copy of every adapted input (memory)
     target_modules: Union[Literal["all-linear"], list[str]] = "all-linear"
     use_dora: bool = False           # weight-decomposed LoRA: a little better, slower
     use_rslora: bool = False         # rank-stabilized scaling: helps at high rank
-    adapter_dtype: Literal["fp32", "compute"] = "fp32"  # fp32: PEFT's default; compute: bf16 adapters, grads, states
+    # auto: the compute dtype when it is bf16 (adapters, grads, AdamW states at half the bytes, as torchtune trains
+    # them), else fp32 | fp32: PEFT's default | compute: the compute dtype (never fp16: the scaler refuses it)
+    adapter_dtype: Literal["auto", "fp32", "compute"] = "auto"
+
+    def in_compute_dtype(self, bf16: bool) -> bool:
+        """Whether the adapters are kept in the 16-bit compute dtype, given whether the run computes in bf16."""
+        return self.adapter_dtype == "compute" or (self.adapter_dtype == "auto" and bf16)
 
 
 class QuantizationConfig(Section):  # method: qlora (the frozen base, loaded through bitsandbytes)

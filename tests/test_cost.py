@@ -208,14 +208,14 @@ def test_tokens_come_from_the_data(capsys, tmp_path):
 
 def test_auto_batch_keeps_the_effective_batch_and_is_the_largest_that_fits(capsys):
     argv = [QUICK, "--set", "model=qwen2.5-7b", "--set", "method=qlora", "--set", "data.packing=true",
-            "--set", "train.max_seq_len=2048", "--set", "train.batch_size=4", "--set", "train.grad_accum=6",
+            "--set", "train.max_seq_len=2048", "--set", "train.batch_size=4", "--set", "train.grad_accum=24",
             "--gpu", "rtx4090"]
     r = estimate_json(capsys, *argv, "--auto-batch")
     micro, accum = r["batch_size"], r["gpus"][[g["gpu"] for g in r["gpus"]].index("rtx4090")]["auto_grad_accum"]
-    assert micro * accum == 24 and r["fits"]
-    larger = [b for b in range(micro + 1, 25) if 24 % b == 0]
+    assert micro * accum == 96 and r["fits"]
+    larger = [b for b in range(micro + 1, 97) if 96 % b == 0]
     at = lambda n: estimate_json(capsys, *argv, "--set", f"train.batch_size={n}")  # noqa: E731
-    assert larger and not at(larger[0])["fits"]      # the next micro-batch that keeps 24 does not fit
+    assert larger and not at(larger[0])["fits"]      # the next micro-batch that keeps 96 does not fit
     assert any("--auto-batch" in a for a in r["assumptions"])
 
 
@@ -229,7 +229,7 @@ def test_peak_is_shown_as_allocated_reserved_and_device_total(capsys):
     """The same peak as torch.cuda.max_memory_allocated, max_memory_reserved and nvidia-smi would show it: paged
     8-bit optimizer states (bitsandbytes' CUDA managed memory, only for parameters of >= 1e5 elements) and the CUDA
     context are outside PyTorch's allocator."""
-    r = estimate_json(capsys, *LLAMA_QLORA)
+    r = estimate_json(capsys, *LLAMA_QLORA, "--set", "lora.r=64")
     m = r["memory"]
     # r=64 on all linears of Llama-3.1-8B: only k_proj's and v_proj's B (1024 x 64 = 65536 elements) are not paged
     assert r["paged_optimizer_bytes"] == (r["trainable_params"] - 32 * 2 * 1024 * 64) * 2
@@ -245,38 +245,55 @@ def test_peak_is_shown_as_allocated_reserved_and_device_total(capsys):
     assert "comparable to torch.cuda.max_memory_allocated" in text and "device total incl. CUDA context" in text
 
 
-def test_activation_offloading_keeps_only_trls_stash_on_the_gpu(capsys, monkeypatch):
-    """train.activation_offloading: with checkpointing every layer keeps one input (tokens x hidden, bf16); TRL's
-    OffloadActivations keeps at most its forward stash of 5 on the GPU, the other 27 of Llama's 32 wait in CPU RAM."""
-    base = estimate_json(capsys, *LLAMA_QLORA)
-    off = estimate_json(capsys, *LLAMA_QLORA, "--set", "train.activation_offloading=true")
+def test_activation_offloading_is_on_with_checkpointing_and_keeps_one_layer_input_at_the_peak(capsys, monkeypatch):
+    """train.activation_offloading (auto: on with checkpointing): every layer's checkpointed input (tokens x hidden,
+    bf16) waits in CPU RAM. TRL's OffloadActivations keeps its forward stash of 5 on the GPU until backward starts
+    (the loss head's moment), then brings each input back alone for its layer's recompute: on Llama-3.1-8B at
+    2 x 2048 tokens the recompute is the larger moment, so one input of 32 is on the GPU at the peak."""
+    on = estimate_json(capsys, *LLAMA_QLORA)                                   # qlora.yaml: auto, checkpointing on
+    off = estimate_json(capsys, *LLAMA_QLORA, "--set", "train.activation_offloading=false")
     layer_input = 2 * 2048 * 4096 * 2
-    assert off["cpu_offloaded_bytes"] == 27 * layer_input
-    assert base["memory"]["activations"] - off["memory"]["activations"] == pytest.approx(27 * layer_input, abs=2)
-    assert base["cpu_offloaded_bytes"] == 0 and off["peak_memory_bytes"] < base["peak_memory_bytes"]
-    assert any("offloading" in a for a in off["assumptions"])
-    too_big = estimate_json(capsys, *LLAMA_QLORA, "--set", "train.batch_size=32")
+    final = 2 * 2048 * 4096 * (4 + 2)                   # the final norm's fp32 input and the LM head's input
+    assert on["memory"]["activations"] == pytest.approx(layer_input + final, abs=2)
+    assert on["memory"]["backward_transient"] == pytest.approx(on["transients"]["backward_layer"], abs=2)
+    assert off["memory"]["activations"] == pytest.approx(32 * layer_input + final, abs=2)
+    assert on["cpu_offloaded_bytes"] == 31 * layer_input and off["cpu_offloaded_bytes"] == 0
+    assert on["peak_memory_bytes"] < off["peak_memory_bytes"]
+    # the loss head's moment: 5 stashed inputs + final + the loss head's tile, smaller than the recompute's here
+    assert 5 * layer_input + on["transients"]["loss_head"] < layer_input + on["transients"]["backward_layer"]
+    assert any("offloading" in a for a in on["assumptions"])
+    unchecked = estimate_json(capsys, *LLAMA_QLORA, "--set", "gradient_checkpointing=false")
+    assert unchecked["cpu_offloaded_bytes"] == 0                               # auto: off without checkpointing
+    too_big = estimate_json(capsys, *LLAMA_QLORA, "--set", "train.batch_size=32",
+                            "--set", "train.activation_offloading=false")
     assert any(a.startswith("train.activation_offloading: true ->") for a in too_big["advice"])
     # training: TRL gets the switch on a GPU only (its offloader needs an accelerator; on a CPU nothing to move)
     import torch
     from doctorkit.recipe import load_recipe
     from doctorkit.stages import shared_training_args
-    recipe = load_recipe(QUICK, ["train.activation_offloading=true"])
-    assert shared_training_args(recipe, "out", False, torch.float32)["activation_offloading"] is False
+    checkpointed = load_recipe(QUICK, ["gradient_checkpointing=true"])
+    assert shared_training_args(checkpointed, "out", False, torch.float32)["activation_offloading"] is False
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert shared_training_args(recipe, "out", False, torch.bfloat16)["activation_offloading"] is True
+    assert shared_training_args(checkpointed, "out", False, torch.bfloat16)["activation_offloading"] is True
+    assert shared_training_args(load_recipe(QUICK, []), "out", False, torch.bfloat16)["activation_offloading"] is False
+    explicit = load_recipe(QUICK, ["train.activation_offloading=true"])        # true: also without checkpointing
+    assert shared_training_args(explicit, "out", False, torch.bfloat16)["activation_offloading"] is True
 
 
 def test_adapter_dtype_compute_halves_adapter_memory_and_casts_only_the_adapters(capsys):
     """lora.adapter_dtype: compute (torchtune's choice) keeps LoRA weights, gradients and AdamW states in bf16:
-    half the bytes of PEFT's fp32 adapters; the base and P-tuning prefixes are untouched."""
+    half the bytes of PEFT's fp32 adapters; the base and P-tuning prefixes are untouched. auto (the default) is
+    compute when the run computes in bf16 and fp32 otherwise (fp16 GPUs, CPUs)."""
     import torch
     from doctorkit.methods import lora
     from doctorkit.recipe import load_recipe
     from doctorkit.builtin.tiny import build_tiny
-    fp32 = estimate_json(capsys, *LLAMA_QLORA)
+    fp32 = estimate_json(capsys, *LLAMA_QLORA, "--set", "lora.adapter_dtype=fp32")
     bf16 = estimate_json(capsys, *LLAMA_QLORA, "--set", "lora.adapter_dtype=compute")
+    auto = estimate_json(capsys, *LLAMA_QLORA)                                       # rtx4090: bf16
+    auto_t4 = estimate_json(capsys, *LLAMA_QLORA[:-4], "--gpu", "t4", *LLAMA_QLORA[-2:])  # T4: fp16, fp32 adapters
     n = fp32["trainable_params"]
+    assert auto["memory"]["trainable_params"] == 2 * n and auto_t4["memory"]["trainable_params"] == 4 * n
     assert fp32["memory"]["trainable_params"] == fp32["memory"]["gradients"] == 4 * n
     assert bf16["memory"]["trainable_params"] == bf16["memory"]["gradients"] == 2 * n
     assert bf16["memory"]["optimizer_states"] == fp32["memory"]["optimizer_states"]   # 8-bit states either way
@@ -291,10 +308,16 @@ def test_adapter_dtype_compute_halves_adapter_memory_and_casts_only_the_adapters
         assert {p.dtype for p in model.parameters() if p.requires_grad} == {wanted}
         assert {p.dtype for p in model.parameters() if not p.requires_grad} == {wanted}
     default = lora.wrap(build_tiny(dtype=torch.bfloat16)[0], load_recipe(QUICK, ["dtype=bf16"]))
-    assert {p.dtype for p in default.parameters() if p.requires_grad} == {torch.float32}   # PEFT's default kept
+    assert {p.dtype for p in default.parameters() if p.requires_grad} == {torch.bfloat16}  # auto: bf16 run
+    kept = lora.wrap(build_tiny(dtype=torch.bfloat16)[0], load_recipe(QUICK, ["dtype=bf16", "lora.adapter_dtype=fp32"]))
+    assert {p.dtype for p in kept.parameters() if p.requires_grad} == {torch.float32}      # PEFT's default
+    fp16 = lora.wrap(build_tiny(dtype=torch.float16)[0], load_recipe(QUICK, ["dtype=fp16"]))
+    assert {p.dtype for p in fp16.parameters() if p.requires_grad} == {torch.float32}      # auto: fp16 run
     with pytest.raises(DoctorKitError, match="adapter_dtype"):
         lora.wrap(build_tiny(dtype=torch.float16)[0], load_recipe(QUICK, ["lora.adapter_dtype=compute", "dtype=fp16"]))
-    big = ["recipes/qlora.yaml", "--set", "train.batch_size=16", "--tokens-per-sample", "500"]
+    big = ["recipes/qlora.yaml", "--set", "train.batch_size=16", "--set", "lora.adapter_dtype=fp32",
+           "--set", "train.activation_offloading=false",
+           "--tokens-per-sample", "500"]
     advice = lambda gpu: " ".join(estimate_json(capsys, *big, "--gpu", gpu)["advice"])  # noqa: E731
     assert "lora.adapter_dtype: compute" in advice("a10") and "lora.adapter_dtype" not in advice("t4")  # T4: fp16
 

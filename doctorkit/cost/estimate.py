@@ -100,7 +100,7 @@ def estimate(recipe, args) -> dict:
     lengths, how, measured = _data_tokens(recipe, args)
     # memory is set by the longest row: a packed row is full; otherwise the longest (truncated) sample
     seq = t.max_seq_len if (recipe.data.packing or not measured or not lengths) else min(t.max_seq_len, max(lengths))
-    job = job_from_recipe(recipe, shape, seq)
+    job = job_from_recipe(recipe, shape, seq, bf16_gpu=args.gpu.bf16 if args.gpu else True)
     parts, transients = breakdown(job)
     peak = sum(parts.values())
 
@@ -152,7 +152,7 @@ def estimate(recipe, args) -> dict:
            if job.weight_bits <= 8 and job.stack.kbit_upcast else ""),
         ("trainable parameters in fp32 (PEFT keeps adapters in fp32)" if job.stack.adapter_bytes == 4 else
          f"trainable parameters, gradients and AdamW states in {8 * job.stack.adapter_bytes}-bit "
-         "(lora.adapter_dtype: compute)")
+         f"(lora.adapter_dtype: {recipe.lora.adapter_dtype})")
         + f"; optimizer {job.optimizer}"
         + (" (paged: its states can spill to CPU RAM under pressure, counted here in full)" if "paged" in job.optimizer else ""),
         f"rows of {seq} tokens for memory ("
@@ -160,7 +160,6 @@ def estimate(recipe, args) -> dict:
            "longest sample, truncated at train.max_seq_len" if measured else "train.max_seq_len") + ")"
         + (", chosen + rejected per pair (DPO)" if job.pairs else ""),
         f"gradient checkpointing {'on' if job.checkpointing else 'off'}"
-        + (" (prepare_model_for_kbit_training turns it on for QLoRA)" if job.forced_checkpointing else "")
         + f"; {job.attention} attention" + (" stores seq x seq scores" if job.attention == "eager" else " stores no scores"),
         *([f"packing on a GPU: data.packing_layout {layout} with {job.attention}: "
            + ("attention per document (varlen), the packed batch flattened" if layout == "varlen" else

@@ -63,7 +63,6 @@ class Job:
     adapter: Optional[str] = None     # lora: rank-r matrices on lora_targets; prefix: P-tuning K/V; none
     pairs: Optional[bool] = None      # chosen and rejected run through the model together (DPO)
     reference_forward: Optional[bool] = None  # a frozen reference model's forward per step (DPO)
-    forced_checkpointing: Optional[bool] = None  # the method turns checkpointing on itself (QLoRA's kbit prep)
     own_trainable: Optional[int] = None  # trainable parameters the method counts itself (methods the estimator
                                          # has no formula for); None: the lora / prefix formula
 
@@ -71,7 +70,7 @@ class Job:
         from doctorkit.methods import DEFAULT_COST_TERMS, get_method
 
         terms = {**DEFAULT_COST_TERMS, **get_method(self.method).COST_TERMS}
-        for key in ("adapter", "pairs", "reference_forward", "forced_checkpointing"):
+        for key in ("adapter", "pairs", "reference_forward"):
             if getattr(self, key) is None:
                 setattr(self, key, terms[key])
 
@@ -102,26 +101,28 @@ def lora_targets(target_modules, shape: Shape) -> tuple[str, ...]:
 
 
 def job_from_recipe(recipe, shape: Shape, seq: int, bf16_gpu: bool = True) -> Job:
-    from doctorkit.methods import DEFAULT_COST_TERMS, get_method
+    from doctorkit.methods import DEFAULT_COST_TERMS, get_method, resolve_gradient_checkpointing
 
     method = get_method(recipe.method)
     terms = {**DEFAULT_COST_TERMS, **method.COST_TERMS}
     own = method.cost_terms(recipe, shape)   # what the method reads from the recipe: weight bits, prefix, ...
     bits = own.get("weight_bits", 32 if recipe.dtype == "fp32" else 16)
     act_bytes = 4 if recipe.dtype == "fp32" else 2
+    bf16 = recipe.dtype == "bf16" or (recipe.dtype == "auto" and bf16_gpu)
+    checkpointing = resolve_gradient_checkpointing(recipe)   # the method's default when the recipe leaves it unset
     attention = "sdpa" if recipe.attn_implementation == "auto" else recipe.attn_implementation
     fields = dict(
         shape=shape, method=recipe.method, weight_bits=bits, act_bytes=act_bytes,
         batch=recipe.train.batch_size, seq=seq,
         # prepare_model_for_kbit_training turns checkpointing on for quantized bases (issue 3: QLoRA has it on)
-        checkpointing=bool(recipe.gradient_checkpointing or terms["forced_checkpointing"]),
+        checkpointing=checkpointing,
         attention=attention, optimizer=resolve_optimizer(recipe), double_quant=recipe.quantization.double_quant,
         lora_r=recipe.lora.r, lora_targets=lora_targets(recipe.lora.target_modules, shape),
         lora_dropout=recipe.lora.dropout, use_dora=recipe.lora.use_dora,
         prefix_projection=recipe.ptuning.prefix_projection, prefix_hidden=recipe.ptuning.prefix_hidden_size,
-        activation_offloading=recipe.train.activation_offloading,
-        # lora.adapter_dtype: compute keeps LoRA weights, gradients and AdamW states in the 16-bit compute dtype
-        stack=Stack(adapter_bytes=act_bytes if terms["adapter"] == "lora" and recipe.lora.adapter_dtype == "compute"
+        activation_offloading=recipe.train.offloads_activations(checkpointing),
+        # lora.adapter_dtype auto (in bf16) or compute: LoRA weights, gradients and AdamW states in the compute dtype
+        stack=Stack(adapter_bytes=act_bytes if terms["adapter"] == "lora" and recipe.lora.in_compute_dtype(bf16)
                     else 4,
                     kbit_upcast=recipe.train.upcast_fp32,
                     # bitsandbytes' 4-bit matmul keeps only its packed weight for backward (MatMul4Bit, bnb >= 0.45);

@@ -4,7 +4,9 @@ peak = persistent tensors (weights, trainable parameters, their gradients, optim
      + activations saved for backward (all of them, or only each layer's input with gradient checkpointing)
      + the largest transient of the backward pass (loss head, one recomputed layer, 4-bit dequantized weight)
      + allocator slack + CUDA context.
-With train.activation_offloading the saved activations of all but the last few layers wait in CPU RAM instead.
+With train.activation_offloading the saved activations wait in CPU RAM instead: with checkpointing the peak is then
+the larger of two moments, the loss head (TRL's forward stash still on the GPU) and one recomputed layer (its input
+brought back alone).
 peak_figures gives the same peak as torch.cuda.max_memory_allocated / max_memory_reserved / nvidia-smi would show it.
 Transient candidates are reported next to the breakdown but only their maximum is summed.
 """
@@ -18,6 +20,9 @@ NF4_BLOCK = 64          # bitsandbytes 4-bit: one absmax per 64 weights
 DQ_BLOCK = 256          # double quantization: absmax themselves 8-bit, one fp32 scale per 256 of them
 FUSED_TILE = 4096 * 4096  # TRL's fused LM head works on [4096 tokens x vocab chunk] fp32 tiles
 OFFLOAD_STASH = 5       # TRL's OffloadActivations keeps the last 5 saved tensors of the forward on the GPU
+# ... until the first backward node, then brings each one back when its node unpacks it and frees it after the node
+# (trl/models/activation_offloading.py): a recomputed layer has its own input back, the others wait in CPU RAM
+OFFLOAD_BROUGHT_BACK = 1
 PAGE_MIN_NUMEL = 100_000  # bitsandbytes' paged optimizers page the states of parameters of >= 1e5 elements only
 
 
@@ -92,7 +97,7 @@ def layer_bytes_per_token(job: Job) -> float:
     - each LoRA module casts its input to the adapters' dtype (fp32) and keeps that copy for lora_A, or with dropout
       the dropout output plus a 1-byte mask (GPU kernel), and lora_B keeps lora_A's rank-r output: per module,
       since q, k and v (gate and up) each make their own copy;
-    - attention keeps q, k, v and its output; K/V repeated to all heads unless flash_attention_2 (transformers
+    - attention keeps q, k, v and its output (o_proj's input too, but for eager); K/V repeated to all heads unless flash_attention_2 (transformers
       repeats them for eager, and for SDPA whenever there is a mask: padding, packed rows), and SDPA with a mask
       keeps it as a float [seq x seq] per layer; eager keeps its fp32 softmax and 16-bit scores instead;
     - the gated MLP keeps the gate output (act-fn input), the act-fn output and the up output.
@@ -115,7 +120,10 @@ def layer_bytes_per_token(job: Job) -> float:
             own = width * ad if ad != a else 0   # the cast copy; none when the dtypes agree (the shared input)
         total += len(lora) * (own + job.lora_r * ad)
         base_keeps = job.weight_bits <= 8 and job.stack.quantized_saves_input  # a 4/8-bit matmul keeps its input
-        if base_keeps or (lora and not own):
+        # o_proj reads the attention kernel's output, kept below already: SDPA and flash kernels return it laid out
+        # as (batch, seq, heads, dim), so transformers' transpose + contiguous makes no copy (eager's matmul does)
+        kernel_output = group == ("o",) and job.attention != "eager"
+        if base_keeps or (lora and not own and not kernel_output):
             total += width * a
     kv_width = s.kv_dim if job.attention == "flash_attention_2" else s.q_dim
     if job.attention == "eager":                 # q, repeated K and V, the fp32 softmax and its 16-bit copy
@@ -153,16 +161,25 @@ def breakdown(job: Job) -> tuple[dict[str, float], dict[str, float]]:
     prefix_kv = 0.0
     if job.adapter == "prefix":                 # prefix K/V expanded to the batch, its copy inside attention, grad
         prefix_kv = 3 * s.layers * 2 * job.pre_seq_len * s.kv_dim * job.sequences * a
-    # a layer's widest tensors in flight besides its saved ones, in 16-bit and in the adapters' dtype (PEFT's cast
-    # copy): the MLP-wide input of down_proj while it is recomputed, or its gradient, and a hidden-wide gradient
-    # (traced: the peak with checkpointing falls in down_proj's recompute)
-    grads_in_flight = tokens * (a + job.stack.adapter_bytes) * (s.hidden + s.intermediate)
+    # a layer's widest tensors in flight besides its saved ones, in 16-bit and, with fp32 adapters, in fp32 too
+    # (PEFT's cast copy; none when the adapters are in the compute dtype): the MLP-wide input of down_proj while it
+    # is recomputed, or its gradient, and a hidden-wide gradient (traced: the peak with checkpointing falls in
+    # down_proj's recompute)
+    cast_copy = job.stack.adapter_bytes if job.stack.adapter_bytes != a else 0
+    grads_in_flight = tokens * (a + cast_copy) * (s.hidden + s.intermediate)
     transients = {
         "loss_head": loss_head_bytes(job),
         "backward_layer": (per_layer if job.checkpointing else 0) + grads_in_flight,
     }
     if job.weight_bits == 4:                     # bitsandbytes dequantizes one weight matrix at a time
         transients["dequantized_weight"] = max(i * o for i, o in s.linears().values()) * a
+    transient = max(transients.values())
+    if job.activation_offloading and job.checkpointing:   # the larger of the two moments (module docstring)
+        layer_input = tokens * s.hidden * a
+        at_loss_head = (resident_layers(job) * layer_input + final, transients["loss_head"])
+        layer_transient = max(v for k, v in transients.items() if k != "loss_head")
+        at_layer = (OFFLOAD_BROUGHT_BACK * layer_input + final, layer_transient)
+        activations, transient = max(at_loss_head, at_layer, key=sum)
     parts = {
         "weights": weight_bytes(job),
         "trainable_params": n_train * param_bytes,
@@ -170,7 +187,7 @@ def breakdown(job: Job) -> tuple[dict[str, float], dict[str, float]]:
         "optimizer_states": n_train * optimizer_bytes_per_param(job),
         "prefix_kv": prefix_kv,
         "activations": activations,
-        "backward_transient": max(transients.values()),
+        "backward_transient": transient,
     }
     parts["allocator_slack"] = job.stack.allocator_slack * sum(parts.values())
     parts["cuda_context"] = job.stack.cuda_context_bytes

@@ -21,7 +21,7 @@ and, optional (their defaults are in DEFAULTS below, the one place they are writ
                                         merge_and_unload); False: export(recipe, run_dir, out) writes the folder
     weight_bits(recipe)              -> 4 or 8 when the frozen base is loaded quantized, else None
     COST_TERMS                       -> fixed cost facts (DEFAULT_COST_TERMS: adapter kind, pairs per row,
-                                        reference forward, forced checkpointing, loss head)
+                                        reference forward, loss head)
     cost_terms(recipe, shape)        -> doctorkit.cost.job.Job fields read from the recipe (weight bits, prefix
                                         length, own_trainable: the trainable-parameter count of a new kind)
     fit_advice(job)                  -> [(recipe change, Job change)] that shrink the peak (cost estimate)
@@ -52,7 +52,7 @@ DEFAULTS = {
     "RESUME_KEYS": (), "OPTIMIZER": "adamw_torch",
 }
 # What doctorkit.cost assumes of a method that says nothing (a method's COST_TERMS overrides these).
-DEFAULT_COST_TERMS = {"adapter": "none", "pairs": False, "reference_forward": False, "forced_checkpointing": False,
+DEFAULT_COST_TERMS = {"adapter": "none", "pairs": False, "reference_forward": False,
                       "loss_head": "fused"}
 
 
@@ -110,10 +110,14 @@ def section_readers() -> dict[str, list[str]]:
     return found
 
 
-def resolve_gradient_checkpointing(recipe, method) -> bool:
-    """The recipe's choice, or the method's default when unset (on for qlora, off otherwise)."""
+def resolve_gradient_checkpointing(recipe) -> bool:
+    """The recipe's choice, or when unset the method's default (on for qlora, off otherwise); a DPO run takes the
+    default of the method it trains on top of (dpo.base_method). Training and the cost estimate both ask here."""
     if recipe.gradient_checkpointing is None:
-        recipe.gradient_checkpointing = getattr(method, "GRADIENT_CHECKPOINTING", False)
+        method = get_method(recipe.method)
+        if hasattr(method, "base_method"):
+            method = method.base_method(recipe)
+        recipe.gradient_checkpointing = method.GRADIENT_CHECKPOINTING
     return recipe.gradient_checkpointing
 
 

@@ -50,21 +50,22 @@ def wrap(model, recipe):
 
 
 def set_adapter_dtype(peft_model, recipe):
-    """lora.adapter_dtype: compute casts the trainable adapter weights to the compute dtype (bf16), as torchtune
-    trains them: weights, gradients and AdamW states at half the bytes, updates rounded to bf16. PEFT has no switch
-    for this on 4-bit bases (autocast_adapter_dtype=False only skips its fp32 upcast of bf16 adapters, and on a
-    bitsandbytes base they are made in fp32), hence the cast here. fp16 is refused: the fp16 gradient scaler
-    cannot unscale fp16 gradients."""
+    """lora.adapter_dtype: the trainable adapter weights in the compute dtype (bf16) when the recipe asks (compute)
+    or leaves it to the run (auto, when it computes in bf16), as torchtune trains them: weights, gradients and AdamW
+    states at half the bytes, updates rounded to bf16 (loss: bench/results/lora-defaults-curves.json and
+    adapter-dtype-curves.json). PEFT has no switch for this on 4-bit bases (autocast_adapter_dtype=False only skips
+    its fp32 upcast of bf16 adapters, and on a bitsandbytes base they are made in fp32), hence the cast here.
+    compute with fp16 is refused: the fp16 gradient scaler cannot unscale fp16 gradients."""
     import torch
 
     from doctorkit.model import resolve_dtype
 
-    if recipe.lora.adapter_dtype != "compute":
-        return peft_model
     compute = resolve_dtype(recipe.dtype)   # what the trainer computes in (bf16 on Ampere+, fp32 on a CPU)
-    if compute == torch.float16:
+    if recipe.lora.adapter_dtype == "compute" and compute == torch.float16:
         raise DoctorKitError("lora.adapter_dtype: compute needs bf16 (or fp32); with fp16 the gradient scaler "
-                             "cannot unscale fp16 adapter gradients: set lora.adapter_dtype: fp32 or dtype: bf16")
+                             "cannot unscale fp16 adapter gradients: set lora.adapter_dtype: auto or dtype: bf16")
+    if not recipe.lora.in_compute_dtype(bf16=compute == torch.bfloat16):
+        return peft_model
     for param in peft_model.parameters():
         if param.requires_grad:
             param.data = param.data.to(compute)

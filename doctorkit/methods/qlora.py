@@ -16,8 +16,8 @@ GRADIENT_CHECKPOINTING = True  # default when the recipe leaves gradient_checkpo
 SECTION = "quantization"  # its own keys; the adapter's are lora's
 SECTIONS = ("lora", "quantization")
 MERGES = True             # export dequantizes the 4/8-bit base as trained, then merges the adapter
-# doctorkit.cost.job.Job: LoRA matrices; prepare_model_for_kbit_training turns checkpointing on
-COST_TERMS = {"adapter": "lora", "forced_checkpointing": True}
+# doctorkit.cost.job.Job: LoRA matrices (checkpointing follows the recipe, on by default: GRADIENT_CHECKPOINTING)
+COST_TERMS = {"adapter": "lora"}
 
 
 def weight_bits(recipe):

@@ -165,7 +165,7 @@ def shared_training_args(recipe, output_dir: Path, has_eval: bool, dtype: torch.
         activation_checkpointing=bool(recipe.gradient_checkpointing),  # transformers 5 name for gradient checkpointing
         activation_checkpointing_kwargs={"use_reentrant": False} if recipe.gradient_checkpointing else None,
         # TRL's OffloadActivations needs an accelerator to offload from; on a CPU the activations already are in RAM
-        activation_offloading=t.activation_offloading and on_gpu,
+        activation_offloading=on_gpu and t.offloads_activations(bool(recipe.gradient_checkpointing)),
         max_length=t.max_seq_len,
         dataloader_num_workers=t.num_workers,
         report_to=["tensorboard"], seed=recipe.seed, data_seed=recipe.seed,

@@ -193,7 +193,7 @@ def _train_dpo(recipe, run_dir: Path, resume: bool) -> Path:
 
     method = get_method("dpo")
     method.validate(recipe)
-    resolve_gradient_checkpointing(recipe, method.base_method(recipe))  # unset: on for qlora, as for SFT
+    resolve_gradient_checkpointing(recipe)  # unset: on for qlora, as for SFT
     if recipe.eval.data:  # a wrong eval file should fail now, not after training
         from doctorkit.evaluate import check_eval_config
         check_eval_config(recipe)

@@ -108,7 +108,7 @@ def _train(recipe, run_dir: Path, checkpoint: str | None) -> Path:
     set_seed(recipe.seed)
     method = get_method(recipe.method)
     method.validate(recipe)
-    resolve_gradient_checkpointing(recipe, method)
+    resolve_gradient_checkpointing(recipe)
     if recipe.eval.data:  # a wrong eval file should fail now, not after hours of training
         from doctorkit.evaluate import check_eval_config
         check_eval_config(recipe)
