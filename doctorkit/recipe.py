@@ -106,7 +106,7 @@ class TrainConfig(Section):
     upcast_fp32: bool = False        # true: embeddings, lm_head and norms in fp32, as peft's prepare_model_for_kbit_training
     # GPU only; exact. auto: on with gradient checkpointing, when only each layer's input moves (tokens x hidden x 2
     # bytes: a few % of the layer's compute time over PCIe, overlapped by TRL's side stream); true: also without it
-    activation_offloading: Union[bool, Literal["auto"]] = "auto"
+    activation_offloading: Literal["auto", True, False] = "auto"
 
     def offloads_activations(self, checkpointing: bool) -> bool:
         """Whether saved activations wait in CPU RAM (on a GPU), given whether the run checkpoints its layers."""
