@@ -108,6 +108,9 @@ def run_baseline(recipe: Recipe) -> None:
     from doctorkit.model import load_model_and_tokenizer
 
     transformers.set_seed(recipe.seed)
+    if not torch.cuda.is_available():   # the malloc setting our arm gets from doctorkit.stages.run_stage
+        from doctorkit.cpu_memory import keep_freed_blocks
+        keep_freed_blocks()
     method = get_method(recipe.method)
     model, tokenizer = load_model_and_tokenizer(recipe, extra_kwargs=method.load_kwargs(recipe))
     data = prepare(recipe, tokenizer)
