@@ -10,8 +10,9 @@ the optimizer, and the rest (embedding, masks, Trainer and TRL bookkeeping, logg
 
 Backward pieces are timed with tensor hooks: the gradient of a piece's output arriving starts it, the gradient
 of its input being complete ends it. On one thread autograd runs a piece's backward nodes together (they have
-neighbouring sequence numbers), so the span is that piece's backward. The hooks cost a few microseconds each;
-the untimed run's wall time is printed next to the profiled one to show it.
+neighbouring sequence numbers), so the span is that piece's backward. All spans are CPU seconds of the arm's
+process (the machine may be shared). The hooks cost a few microseconds each: the same arm run untimed is printed
+next to the profiled one to show it.
 """
 from __future__ import annotations
 
@@ -245,9 +246,9 @@ def main(argv: list[str] | None = None) -> int:
                 prof = out["profile"]
                 results.append({"variant": variant, "repeat": repeat, "batch": spec["recipe"]["train"]["batch_size"],
                                 "supervised_tokens": out["supervised_tokens"], "positions": out["positions"],
-                                "untimed_steady_wall_s": round(plain["steady_s"], 4), **prof})
+                                "untimed_steady_cpu_s": round(plain["steady_cpu_s"], 4), **prof})
                 print(f"\n{variant} (batch {results[-1]['batch']}, {prof['steps']} steps, steady {prof['steady_cpu_s']:.3f} CPU s "
-                      f"timed, {plain['steady_s']:.3f} s wall untimed, {prof['ms_per_step']:.1f} ms/step)")
+                      f"timed, {plain['steady_cpu_s']:.3f} CPU s untimed, {prof['ms_per_step']:.1f} ms/step)")
                 for k, v in prof["seconds"].items():
                     print(f"  {k:<72}{v:>8.3f} s {prof['share'][k]:>7.1%}")
     summary = {}

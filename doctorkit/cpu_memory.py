@@ -4,9 +4,10 @@ PyTorch's CPU tensors come straight from the C library's malloc (there is no cac
 serves blocks above its mmap threshold (128 KiB at first, raised to the largest block freed so far) with a fresh
 mmap and unmaps them when freed, and trims the heap top above twice that. A training step allocates and frees the
 same few-MB activations, logits and gradients every time, so each step page-faults (and the kernel zero-fills) them
-anew: on builtin:tiny that was 20-40% of the LM head's CPU time, and more on packed rows (one long row makes bigger
-blocks than a batch of short ones; bench/results/cpu-packing-tiny-1thread-v2.json). With a fixed 32 MiB threshold
-(glibc's maximum) and no trimming, the second step reuses the first one's pages; the peak stays what it was.
+anew: on builtin:tiny's real batches that was 20-40% of the LM head + loss CPU time, spent in the kernel (measured
+with getrusage: ru_stime, ru_minflt; issue 20). With a fixed 32 MiB threshold (glibc's maximum) and no trimming, the
+next step reuses the last one's pages. The cost: freed memory stays in the process, so the peak RSS can grow where
+batches change shape (probably why the 20M bench model's grouped arm went 3.1 -> 3.5 GiB; cpu-packing-*-v2.json).
 
 Hand-written (ten lines of ctypes): the library way is LD_PRELOAD of jemalloc or tcmalloc (PyTorch's CPU tuning
 guide), which must be set before the process starts and is not installed here; glibc's own knob is mallopt.
