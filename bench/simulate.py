@@ -157,7 +157,7 @@ def simulate(recipe, shape_name: str) -> dict:
     from doctorkit.cost.job import job_from_recipe
     from doctorkit.cost.memory import breakdown
     from doctorkit.cost.shapes import resolve_shape
-    from doctorkit.loss import lean_causal_lm_loss
+    from doctorkit.loss import chunk_tokens_for, lean_causal_lm_loss
     from doctorkit.methods import get_method, resolve_gradient_checkpointing
 
     shape, _ = resolve_shape(shape_name)
@@ -241,11 +241,14 @@ def simulate(recipe, shape_name: str) -> dict:
     # what the tracer counts differently, added to the estimate for a like-for-like ratio: SDPA over the full
     # seq x seq (twice the estimator's causal half) with the backward's recompute of the scores (torch's formula:
     # 5 matmuls against the forward's 2; the estimator: 2 x forward), in the forward, backward and checkpointing's
-    # recompute; and the chunked loss's LM-head recompute in backward (2 x vocab x hidden per token)
+    # recompute; and the chunked loss's LM-head recompute in backward (2 x vocab x hidden per recomputed token: every
+    # chunk but the last, doctorkit/loss.py)
     causal_pass = 2 * 2 * shape.layers * shape.q_dim * (seq / 2)
     passes = 1 if job.checkpointing else 0
     traced_attention = 2 * causal_pass * (1 + 2.5 + passes)
-    as_traced = est_fpt - causal_pass * (3 + passes) + traced_attention + 2 * shape.vocab * shape.hidden
+    chunk = chunk_tokens_for(shape.vocab)
+    recomputed = (batch * seq - ((batch * seq - 1) % chunk + 1)) / (batch * seq) if recipe.train.loss == "lean" else 0.0
+    as_traced = est_fpt - causal_pass * (3 + passes) + traced_attention + 2 * shape.vocab * shape.hidden * recomputed
     traced_fpt = flops.get_total_flops() / (batch * seq)
     return {
         "shape": shape_name, "recipe_method": recipe.method, "traced_method": traced_method,

@@ -207,6 +207,9 @@ def summarize(runs: list[dict], flops: float, peak: float, vendor_peak: float | 
         "tokens_per_s": round(statistics.median(r["tokens"] / r["steady_s"] for r in runs), 2),
         "supervised_tokens_per_s": round(statistics.median(r["supervised_tokens"] / r["steady_s"] for r in runs), 2),
         "supervised_tokens_per_cpu_s": round(statistics.median(r["supervised_tokens"] / r["train_cpu_s"] for r in runs), 2),
+        # CPU seconds of the same steady part as supervised_tokens_per_s (train_cpu_s above includes the setup)
+        "supervised_tokens_per_steady_cpu_s": round(statistics.median(r["supervised_tokens"] / r["steady_cpu_s"]
+                                                                      for r in runs), 2),
         "padding_share": round(1 - first["tokens"] / first["positions"], 4),
         "tokens": first["tokens"], "supervised_tokens": first["supervised_tokens"], "positions": first["positions"],
         "optimizer_steps": first["steps"],
@@ -215,7 +218,8 @@ def summarize(runs: list[dict], flops: float, peak: float, vendor_peak: float | 
         "train_memory_bytes": int(med("train_memory_bytes")) if "train_memory_bytes" in first else None,
         "mfu": round(flops / steady / vendor_peak, 5) if vendor_peak else None,
         "matmul_efficiency": round(flops / steady / peak, 5),   # against the matmul peak this bench timed
-        "repeats": [{k: r[k] for k in ("train_s", "steady_s", "train_cpu_s", "peak_memory_bytes")} for r in runs],
+        "repeats": [{k: r[k] for k in ("train_s", "steady_s", "train_cpu_s", "steady_cpu_s", "peak_memory_bytes")}
+                    for r in runs],
     }
 
 
@@ -267,20 +271,22 @@ def add_grouped_ratios(records: list[dict]) -> None:
     grouped["padding_removal_gain"] = round(1 / (1 - grouped["padding_share"]), 3)
     for r in records:
         if r["variant"].startswith("packing"):
-            for key in ("supervised_tokens_per_s", "supervised_tokens_per_cpu_s"):
-                r[f"vs_group_by_length_{key}"] = round(r[key] / grouped[key], 3)
+            for key in ("supervised_tokens_per_s", "supervised_tokens_per_cpu_s", "supervised_tokens_per_steady_cpu_s"):
+                if key in r and key in grouped:   # files written before steady CPU seconds were counted lack it
+                    r[f"vs_group_by_length_{key}"] = round(r[key] / grouped[key], 3)
 
 
 def print_table(records: list[dict]) -> None:
     print(f"{'model':<20}{'arm':<9}{'variant':<24}{'tok/s':>9}{'sup tok/s':>11}{'pad':>7}{'peak MiB':>10}"
-          f"{'wall s':>9}{'MFU':>8}{'ratio':>7}{'vs grouped':>11}")
+          f"{'wall s':>9}{'MFU':>8}{'ratio':>7}{'vs grouped':>11}{'(CPU s)':>9}")
     for r in records:
         ratio = r.get("ratio_supervised_tokens_per_s")
         mfu = f"{r['mfu']:.2%}" if r["mfu"] is not None else "-"   # null on a CPU (no vendor peak)
         print(f"{r['model']:<20}{r['arm']:<9}{r['variant']:<24}{r['tokens_per_s']:>9.0f}{r['supervised_tokens_per_s']:>11.0f}"
               f"{r['padding_share']:>7.0%}{r['peak_memory_bytes'] / 2**20:>10.0f}{r['wall_s']:>9.1f}{mfu:>8}"
               f"{(f'{ratio:.2f}x' if ratio else ''):>7}"
-              f"{(f'{vs:.2f}x' if (vs := r.get('vs_group_by_length_supervised_tokens_per_s')) else ''):>11}")
+              f"{(f'{vs:.2f}x' if (vs := r.get('vs_group_by_length_supervised_tokens_per_s')) else ''):>11}"
+              f"{(f'{vs:.2f}x' if (vs := r.get('vs_group_by_length_supervised_tokens_per_steady_cpu_s')) else ''):>9}")
         if "padding_removal_gain" in r:
             print(f"{'':<29}(removing this arm's padding saves ~{r['padding_removal_gain']:.2f}x of its "
                   f"per-token work at the same tokens per step)")

@@ -3,8 +3,8 @@
 The model's own loss keeps the full `[tokens, vocab]` logits, their fp32 copy and the fp32 gradient: on a
 152k vocabulary and 4096 tokens that is 2.3 GB + 2.3 GB + 2.3 GB at the peak. Here the decoder's last hidden state
 is taken from the model (it asks the LM head for one position only, `logits_to_keep=1`), the positions with
-label -100 are dropped, and each chunk's logits are computed inside a checkpoint so that backward recomputes
-them instead of keeping them: at most one chunk's logits (chunk x vocab) exist at a time.
+label -100 are dropped, and each chunk's logits but the last are computed inside a checkpoint so that backward
+recomputes them instead of keeping them: at most one chunk's logits (chunk x vocab) exist at a time.
 
 On GPUs TRL's fused LM head (a Triton kernel with the same property) is used instead (doctorkit/stages/sft.py); this
 torch version is what runs where that kernel does not (CPU), and what the equality test checks against the plain loss.
@@ -67,9 +67,14 @@ def chunked_cross_entropy(hidden: torch.Tensor, head: torch.nn.Module, labels: t
         flat, targets = flat.index_select(0, keep), targets.index_select(0, keep)
     chunk_tokens = chunk_tokens or chunk_tokens_for(head.weight.shape[0])
     total = hidden.new_zeros((), dtype=torch.float32)
+    last = max(0, targets.numel() - 1) // chunk_tokens * chunk_tokens
     for start in range(0, targets.numel(), chunk_tokens):
         part = slice(start, start + chunk_tokens)
-        if torch.is_grad_enabled() and flat.requires_grad:
+        # The last chunk keeps its logits for backward instead of recomputing them: backward starts with it, right
+        # after this forward, so its saved logits are the one chunk the peak holds anyway (the others are recomputed
+        # one at a time later). That saves a third of the head's matmuls and a log-softmax per step; when one chunk
+        # holds every supervised token (small vocabularies, e.g. builtin:tiny) nothing is recomputed at all.
+        if torch.is_grad_enabled() and flat.requires_grad and start != last:
             total = total + checkpoint(_chunk_loss_sum, head, flat[part], targets[part], use_reentrant=False)
         else:
             total = total + _chunk_loss_sum(head, flat[part], targets[part])

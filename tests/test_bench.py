@@ -19,6 +19,7 @@ def test_train_speed_writes_comparable_arms(tmp_path):
     assert ours["positions"] == ours["tokens"] and ours["padding_share"] == 0
     assert baseline["positions"] > baseline["tokens"]
     assert baseline["padding_share"] == pytest.approx(1 - baseline["tokens"] / baseline["positions"], abs=1e-4)
+    assert 0 < ours["cpu_s"] and ours["supervised_tokens_per_steady_cpu_s"] > ours["supervised_tokens_per_cpu_s"]  # no setup
     assert ours["ratio_supervised_tokens_per_s"] == pytest.approx(
         ours["supervised_tokens_per_s"] / baseline["supervised_tokens_per_s"], rel=1e-2)
     for record in (baseline, ours):  # the fields the cost estimator calibrates from
@@ -34,10 +35,12 @@ def test_packing_arms_compared_with_the_grouped_arm_and_its_padding():
                 "supervised_tokens_per_cpu_s": 180.0},
                {"variant": "packing", "padding_share": 0.0, "supervised_tokens_per_s": 230.0,
                 "supervised_tokens_per_cpu_s": 225.0}]
+    records[1]["supervised_tokens_per_steady_cpu_s"], records[2]["supervised_tokens_per_steady_cpu_s"] = 200.0, 260.0
     train_speed.add_grouped_ratios(records)
     assert records[1]["padding_removal_gain"] == 1.25          # 1 / (1 - 0.2)
     assert records[2]["vs_group_by_length_supervised_tokens_per_s"] == 1.15
     assert records[2]["vs_group_by_length_supervised_tokens_per_cpu_s"] == 1.25
+    assert records[2]["vs_group_by_length_supervised_tokens_per_steady_cpu_s"] == 1.3
     assert "vs_group_by_length_supervised_tokens_per_s" not in records[0]
 
 

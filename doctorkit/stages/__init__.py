@@ -30,6 +30,9 @@ def run_stage(recipe, resume: bool, overwrite: bool, body, checkpoints: bool = T
     checkpoints=False: the stage finds its own checkpoints (DPO: one folder per round)."""
     run_dir = Path(recipe.output_dir)
     checkpoint = prepare_run_dir(run_dir, resume, overwrite, recipe if check_settings else None, checkpoints)
+    if not torch.cuda.is_available():   # every step's activations would page-fault anew (doctorkit/cpu_memory.py)
+        from doctorkit.cpu_memory import keep_freed_blocks
+        keep_freed_blocks()
     try:
         with atomic.disk_errors(run_dir):
             return body(run_dir, checkpoint)
