@@ -1,0 +1,379 @@
+"""DoctorKit against LLaMA-Factory on the same CPU job, side by side (issue 20).
+
+    python -m bench.vs_llamafactory --lf-python /work/lf/venv/bin/python [--threads 1 --threads 2] [--repeats 3]
+        [--data /work/shared/data/medical_sft_1k.sharegpt.jsonl] [--arm ours-packed --arm lf-neat-packing ...]
+
+The job: builtin:tiny saved as a model folder, 400 ShareGPT dialogs to train on and 100 held back (a fixed
+seeded draw from --data), max length 512, batch 8, grad_accum 1, LoRA r=32 / alpha 64 / dropout 0.05 on all
+linear layers, fp32 on the CPU, AdamW lr 2e-4 cosine without warmup, one epoch, no evaluation or checkpoint
+during training, the chatml format of the tiny model's own chat template on both sides. Arms:
+
+  ours-packed      data.packing: true (TRL bfd rows of 512; on a CPU sdpa runs per document, doctorkit/packing.py)
+  lf-neat-packing  neat_packing: true (knapsack rows of 513, a block-diagonal 4-D float mask, sdpa)
+  ours-grouped     data.packing: false, data.group_by_length: true (the recipe default)
+  lf-default       no packing (random batches padded to the longest)
+
+LLaMA-Factory turns gradient checkpointing on by default; it is off here on both sides (DoctorKit's LoRA default),
+so both compute the same thing. Every run is a fresh process (bench/train_timer.py under the tool's own Python),
+with OMP/MKL threads set; arms alternate inside each repeat so load from other jobs hits them alike.
+Rate = supervised (assistant) tokens of the training set, counted ONCE with DoctorKit's masking and the tiny
+tokenizer, over the HF Trainer's `train_runtime` that each tool writes (both train with transformers.Trainer).
+Also per CPU-second of the Trainer.train call, the tokens each side really fed as labels, its own eval loss,
+and a common eval loss: every trained adapter scored on the same 100 held-back dialogs with DoctorKit's masks.
+Writes bench/results/vs-llamafactory-<N>thread.json (+ .png) per thread count. Not part of the test suite.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import random
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from doctorkit.errors import DoctorKitError, cli_main
+
+ROOT = Path(__file__).parent.parent
+RESULTS = Path(__file__).parent / "results"
+DEFAULT_DATA = "/work/shared/data/medical_sft_1k.sharegpt.jsonl"
+ARMS = ["ours-packed", "lf-neat-packing", "ours-grouped", "lf-default"]
+PAIRS = {"packed": ("ours-packed", "lf-neat-packing"), "unpacked": ("ours-grouped", "lf-default")}
+N_TRAIN, N_EVAL, SPLIT_SEED = 400, 100, 0
+JOB = {"max_seq_len": 512, "batch_size": 8, "grad_accum": 1, "lora_r": 32, "lora_alpha": 64, "lora_dropout": 0.05,
+       "learning_rate": 2e-4, "lr_scheduler": "cosine", "epochs": 1, "seed": 42, "logging_steps": 10}
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m bench.vs_llamafactory", description=__doc__.splitlines()[0])
+    p.add_argument("--lf-python", required=True, help="python of a venv with llamafactory installed")
+    p.add_argument("--data", default=DEFAULT_DATA, help="ShareGPT JSONL with at least 500 dialogs")
+    p.add_argument("--threads", type=int, action="append", help="threads per run, repeatable (default 1)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--arm", action="append", choices=ARMS, help=f"repeatable (default: all, in order {ARMS})")
+    p.add_argument("--out-dir", default=str(RESULTS))
+    p.add_argument("--keep", help="keep the work folder (model, data, configs, run outputs) here")
+    return p.parse_args(argv)
+
+
+# ------------------------------------------------------------------------------------------ inputs ---
+
+def check_inputs(args) -> None:
+    lf = Path(args.lf_python)
+    if not (lf.is_file() and os.access(lf, os.X_OK)):
+        raise DoctorKitError(f"--lf-python {lf}: no such interpreter (make a venv with llamafactory, see README Performance)")
+    if not Path(args.data).is_file():
+        raise DoctorKitError(f"--data {args.data}: not found; this benchmark needs real ShareGPT dialogs, skipped")
+
+
+def split_data(path: Path, folder: Path) -> tuple[Path, Path]:
+    """400 train + 100 eval dialogs, a seeded draw; written to the work folder only (never to the repository)."""
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if len(lines) < N_TRAIN + N_EVAL:
+        raise DoctorKitError(f"{path}: {len(lines)} dialogs, the benchmark needs {N_TRAIN + N_EVAL}")
+    random.Random(SPLIT_SEED).shuffle(lines)
+    train, held = folder / "train.jsonl", folder / "eval.jsonl"
+    train.write_text("\n".join(lines[:N_TRAIN]) + "\n", encoding="utf-8")
+    held.write_text("\n".join(lines[N_TRAIN:N_TRAIN + N_EVAL]) + "\n", encoding="utf-8")
+    return train, held
+
+
+def save_tiny(folder: Path) -> Path:
+    from doctorkit.builtin.tiny import build_tiny
+    model, tokenizer = build_tiny()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def lf_versions(lf_python: str) -> dict:
+    code = ("import json, platform, torch, transformers, peft, trl, accelerate, datasets, llamafactory; "
+            "print(json.dumps({'llamafactory': llamafactory.__version__, 'python': platform.python_version(), "
+            "'torch': torch.__version__, 'transformers': transformers.__version__, 'peft': peft.__version__, "
+            "'trl': trl.__version__, 'accelerate': accelerate.__version__, 'datasets': datasets.__version__}))")
+    proc = subprocess.run([lf_python, "-c", code], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    if proc.returncode != 0:
+        raise DoctorKitError(f"--lf-python {lf_python}: cannot import llamafactory ({(proc.stderr.strip().splitlines() or ['?'])[-1]})")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def our_versions() -> dict:
+    import platform
+    import accelerate, datasets, peft, torch, transformers, trl  # noqa: E401
+    import doctorkit
+    return {"doctorkit": getattr(doctorkit, "__version__", "?"), "python": platform.python_version(),
+            "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
+            "trl": trl.__version__, "accelerate": accelerate.__version__, "datasets": datasets.__version__}
+
+
+# ----------------------------------------------------------------------------------------- configs ---
+
+def our_recipe(arm: str, model: Path, train: Path, held: Path, out: Path) -> dict:
+    return {
+        "model": str(model), "method": "lora", "output_dir": str(out), "seed": JOB["seed"], "dtype": "fp32",
+        "attn_implementation": "auto", "gradient_checkpointing": False,
+        "data": {"path": str(train), "val_path": str(held), "format": "sharegpt", "overlong": "truncate",
+                 "packing": arm == "ours-packed", "group_by_length": arm == "ours-grouped"},
+        "train": {"epochs": JOB["epochs"], "max_steps": -1, "max_seq_len": JOB["max_seq_len"],
+                  "batch_size": JOB["batch_size"], "grad_accum": JOB["grad_accum"],
+                  "learning_rate": JOB["learning_rate"], "lr_scheduler": JOB["lr_scheduler"], "warmup_ratio": 0.0,
+                  "optimizer": "adamw_torch", "logging_steps": JOB["logging_steps"], "save_steps": 10 ** 6},
+        "lora": {"r": JOB["lora_r"], "alpha": JOB["lora_alpha"], "dropout": JOB["lora_dropout"],
+                 "target_modules": "all-linear"},
+    }
+
+
+def lf_config(arm: str, model: Path, dataset_dir: Path, out: Path) -> dict:
+    return {
+        "model_name_or_path": str(model), "trust_remote_code": False,
+        "stage": "sft", "do_train": True, "do_eval": True, "finetuning_type": "lora",
+        "lora_rank": JOB["lora_r"], "lora_alpha": JOB["lora_alpha"], "lora_dropout": JOB["lora_dropout"],
+        "lora_target": "all",
+        "disable_gradient_checkpointing": True,  # LLaMA-Factory's default is on; DoctorKit's LoRA default is off
+        "dataset": "med_train", "eval_dataset": "med_eval", "dataset_dir": str(dataset_dir), "template": "chatml",
+        "cutoff_len": JOB["max_seq_len"], "overwrite_cache": True, "preprocessing_num_workers": None,
+        "packing": arm == "lf-neat-packing", "neat_packing": arm == "lf-neat-packing",
+        "output_dir": str(out), "logging_steps": JOB["logging_steps"], "save_strategy": "no", "plot_loss": False,
+        "overwrite_output_dir": True, "report_to": "none",
+        "per_device_train_batch_size": JOB["batch_size"], "per_device_eval_batch_size": JOB["batch_size"],
+        "gradient_accumulation_steps": JOB["grad_accum"], "learning_rate": JOB["learning_rate"],
+        "num_train_epochs": float(JOB["epochs"]), "lr_scheduler_type": JOB["lr_scheduler"], "warmup_steps": 0,
+        "optim": "adamw_torch", "weight_decay": 0.0, "max_grad_norm": 1.0,
+        "bf16": False, "fp16": False, "seed": JOB["seed"], "data_seed": JOB["seed"],
+        "eval_strategy": "no", "dataloader_num_workers": 0,
+    }
+
+
+def dataset_info(folder: Path, train: Path, held: Path) -> None:
+    entry = lambda f: {"file_name": str(f), "formatting": "sharegpt", "columns": {"messages": "conversations"},  # noqa: E731
+                       "tags": {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt"}}
+    (folder / "dataset_info.json").write_text(json.dumps({"med_train": entry(train), "med_eval": entry(held)}, indent=1),
+                                              encoding="utf-8")
+
+
+# -------------------------------------------------------------------------------------------- runs ---
+
+def run_once(arm: str, threads: int, work: Path, lf_python: str, paths: dict, tag: str) -> dict:
+    import yaml
+
+    out = work / "runs" / tag
+    cfg = work / "configs" / f"{tag}.yaml"
+    cfg.parent.mkdir(parents=True, exist_ok=True)
+    if arm.startswith("ours"):
+        python, module = sys.executable, "doctorkit.train"
+        cfg.write_text(yaml.safe_dump(our_recipe(arm, paths["model"], paths["train"], paths["eval"], out)), encoding="utf-8")
+    else:
+        python, module = lf_python, "llamafactory.launcher"
+        cfg.write_text(yaml.safe_dump(lf_config(arm, paths["model"], work, out)), encoding="utf-8")
+    timer_out = work / "configs" / f"{tag}.timer.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "TQDM_DISABLE": "1",
+           "DISABLE_VERSION_CHECK": "1", "WANDB_DISABLED": "true", "CUDA_VISIBLE_DEVICES": ""}
+    load_before, rusage = os.getloadavg(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    proc = subprocess.run([python, str(ROOT / "bench" / "train_timer.py"), str(timer_out), module, str(cfg)],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    (work / "configs" / f"{tag}.log").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr, encoding="utf-8")
+    if proc.returncode != 0 or not timer_out.is_file():
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise DoctorKitError(f"{arm} run {tag} failed (exit {proc.returncode}): {' | '.join(tail)}")
+    timer = json.loads(timer_out.read_text(encoding="utf-8"))
+    if arm.startswith("ours"):
+        metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+        history = metrics["log_history"]
+        runtime = next(h["train_runtime"] for h in history if "train_runtime" in h)
+        eval_loss, adapter = metrics["eval_loss"], out / "adapter"
+    else:
+        results = json.loads((out / "all_results.json").read_text(encoding="utf-8"))
+        runtime, eval_loss, adapter = results["train_runtime"], results.get("eval_loss"), out
+    return {"arm": arm, "threads": threads, "tag": tag, "train_runtime": runtime, "eval_loss_own": eval_loss,
+            "train_wall_s": timer["train_wall_s"], "train_cpu_s": timer["train_cpu_s"], "steps": timer["steps"],
+            "positions": timer["positions"], "supervised_tokens_fed": timer["supervised_tokens"],
+            "process_wall_s": round(wall, 2),
+            "process_cpu_s": round((after.ru_utime - rusage.ru_utime) + (after.ru_stime - rusage.ru_stime), 2),
+            "load_avg_before": load_before, "load_avg_after": os.getloadavg(), "adapter": str(adapter)}
+
+
+# --------------------------------------------------------------------------------------- eval loss ---
+
+class CommonEval:
+    """Every adapter scored on the same held-back tokens and masks (DoctorKit's), token-averaged: a check that
+    both tools trained the same thing, independent of how each one batches or packs its own evaluation."""
+
+    def __init__(self, model_dir: Path, held: Path, threads: int):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from doctorkit.data import prepare
+        from doctorkit.recipe import Recipe
+
+        torch.set_num_threads(threads)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        recipe = Recipe.model_validate({"model": str(model_dir), "data": {"path": str(held), "val_path": str(held),
+                                        "format": "sharegpt"}, "train": {"max_seq_len": JOB["max_seq_len"]}})
+        self.rows = list(prepare(recipe, tokenizer).eval)
+        self.model_dir = model_dir
+        self.base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+
+    def loss(self, adapter: Path | None) -> float:
+        """Token-averaged loss of the base model with this adapter (None: the untrained base)."""
+        import copy
+
+        import torch
+        from peft import PeftModel
+
+        model = (PeftModel.from_pretrained(copy.deepcopy(self.base), adapter) if adapter else self.base).eval()
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for row in self.rows:
+                ids = torch.tensor([row["input_ids"]])
+                labels = torch.tensor([row["labels"]])
+                logits = model(input_ids=ids).logits[0, :-1]
+                target = labels[0, 1:]
+                keep = target != -100
+                total += torch.nn.functional.cross_entropy(logits[keep], target[keep], reduction="sum").item()
+                count += int(keep.sum())
+        return total / count
+
+
+def count_supervised(model_dir: Path, train: Path) -> tuple[int, int]:
+    """(supervised tokens, all tokens) of the training set: DoctorKit's masks, the tiny tokenizer, 512 truncation."""
+    from transformers import AutoTokenizer
+
+    from doctorkit.data import prepare
+    from doctorkit.recipe import Recipe
+
+    recipe = Recipe.model_validate({"model": str(model_dir), "data": {"path": str(train), "format": "sharegpt"},
+                                    "train": {"max_seq_len": JOB["max_seq_len"]}})
+    report = prepare(recipe, AutoTokenizer.from_pretrained(model_dir)).report
+    return report.supervised_tokens, report.train_tokens
+
+
+# ----------------------------------------------------------------------------------------- summary ---
+
+def summarize(runs: list[dict], supervised: int) -> dict:
+    arms = {}
+    for arm in dict.fromkeys(r["arm"] for r in runs):
+        mine = [r for r in runs if r["arm"] == arm]
+        med = lambda key: statistics.median(r[key] for r in mine)  # noqa: E731
+        arms[arm] = {
+            "supervised_tokens_per_s": round(statistics.median(supervised / r["train_runtime"] for r in mine), 1),
+            "supervised_tokens_per_cpu_s": round(statistics.median(supervised / r["train_cpu_s"] for r in mine), 1),
+            "train_runtime_s": round(med("train_runtime"), 2), "train_cpu_s": round(med("train_cpu_s"), 2),
+            "process_wall_s": round(med("process_wall_s"), 2), "process_cpu_s": round(med("process_cpu_s"), 2),
+            "steps": mine[0]["steps"], "positions_per_epoch": mine[0]["positions"],
+            "supervised_tokens_fed": mine[0]["supervised_tokens_fed"],
+            "eval_loss_own": round(med("eval_loss_own"), 4) if all(r["eval_loss_own"] is not None for r in mine) else None,
+            "eval_loss_common": round(med("eval_loss_common"), 4),
+            "repeats": len(mine),
+        }
+    ratios = {}
+    for name, (ours, theirs) in PAIRS.items():
+        if ours in arms and theirs in arms:
+            ratios[f"{ours}/{theirs}"] = {
+                "wall": round(arms[ours]["supervised_tokens_per_s"] / arms[theirs]["supervised_tokens_per_s"], 3),
+                "cpu_s": round(arms[ours]["supervised_tokens_per_cpu_s"] / arms[theirs]["supervised_tokens_per_cpu_s"], 3),
+                "process_wall": round(arms[theirs]["process_wall_s"] / arms[ours]["process_wall_s"], 3),
+            }
+    return {"arms": arms, "ratios": ratios}
+
+
+def plot(summary: dict, runs: list[dict], supervised: int, path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arms = list(summary["arms"])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, label in ((axes[0], "train_runtime", "supervised tokens / s (train_runtime)"),
+                           (axes[1], "train_cpu_s", "supervised tokens / CPU-second")):
+        for i, arm in enumerate(arms):
+            values = [supervised / r[key] for r in runs if r["arm"] == arm]
+            ax.bar(i, statistics.median(values), color="tab:blue" if arm.startswith("ours") else "tab:orange")
+            ax.plot([i] * len(values), values, "k.", ms=5)
+        ax.set_xticks(range(len(arms)), arms, rotation=20)
+        ax.set_ylabel(label)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# -------------------------------------------------------------------------------------------- main ---
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    check_inputs(args)
+    threads_list, arms = args.threads or [1], args.arm or ARMS
+    versions = {"doctorkit": our_versions(), "llamafactory": lf_versions(args.lf_python)}
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="doctorkit-vs-lf-"))
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    try:
+        train, held = split_data(Path(args.data), work)
+        dataset_info(work, train, held)
+        paths = {"model": save_tiny(work / "tiny-model"), "train": train, "eval": held}
+        supervised, tokens = count_supervised(paths["model"], train)
+        print(f"train set: {N_TRAIN} dialogs, {tokens} tokens, {supervised} supervised (DoctorKit masks)", flush=True)
+        scorer = CommonEval(paths["model"], held, threads=min(threads_list))
+        base_loss = round(scorer.loss(None), 5)
+        runs = []
+        for repeat in range(args.repeats):
+            for threads in threads_list:
+                for arm in arms:   # interleaved: load from other jobs falls on every arm alike
+                    record = run_once(arm, threads, work, args.lf_python, paths, f"{arm}-t{threads}-r{repeat}")
+                    record["eval_loss_common"] = round(scorer.loss(Path(record["adapter"])), 5)
+                    record["repeat"] = repeat
+                    runs.append(record)
+                    print(f"[{repeat}] {threads}t {arm:16s} train_runtime {record['train_runtime']:7.2f} s  "
+                          f"cpu {record['train_cpu_s']:7.2f} s  {supervised / record['train_runtime']:8.1f} sup tok/s  "
+                          f"eval {record['eval_loss_own']} / common {record['eval_loss_common']:.4f}  "
+                          f"load {record['load_avg_before'][0]:.1f}", flush=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    command = "python -m bench.vs_llamafactory " + " ".join(argv if argv is not None else sys.argv[1:])
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for threads in threads_list:
+        mine = [r for r in runs if r["threads"] == threads]
+        summary = summarize(mine, supervised)
+        name = f"vs-llamafactory-{threads}thread"
+        result = {
+            "schema": "doctorkit-bench-vs-llamafactory/1",
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "command": command, "versions": versions, "threads": threads, "cores": os.cpu_count(),
+            "job": {**JOB, "train_dialogs": N_TRAIN, "eval_dialogs": N_EVAL, "split_seed": SPLIT_SEED,
+                    "data": Path(args.data).name, "fp32": True, "device": "cpu", "gradient_checkpointing": False,
+                    "template": "chatml (LLaMA-Factory) = the tiny model's own chat template (DoctorKit)"},
+            "supervised_tokens": supervised, "train_tokens": tokens, "eval_loss_common_untrained": base_loss,
+            "rate": "supervised_tokens / train_runtime (HF Trainer, read from each tool's output); per CPU-second: "
+                    "supervised_tokens / process CPU seconds of Trainer.train (bench/train_timer.py)",
+            "load_avg": {"min": min(r["load_avg_before"][0] for r in mine), "max": max(r["load_avg_after"][0] for r in mine)},
+            "total_s": round(time.perf_counter() - started, 1),
+            **summary,
+            "runs": [{k: v for k, v in r.items() if k != "adapter"} for r in mine],
+        }
+        (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        plot(summary, mine, supervised, out_dir / f"{name}.png",
+             f"builtin:tiny folder, {N_TRAIN} dialogs, seq 512, batch 8, LoRA r32, fp32 CPU, {threads} thread(s); "
+             f"median of {args.repeats}, dots = runs")
+        print(f"{threads} thread(s): " + "; ".join(f"{k} {v['wall']:.2f}x wall, {v['cpu_s']:.2f}x CPU-s"
+                                                  for k, v in summary["ratios"].items()) + f"  -> {out_dir / name}.json")
+    return 0
+
+
+def run(argv: list[str] | None = None) -> None:
+    cli_main(main, argv)
+
+
+if __name__ == "__main__":
+    run()
