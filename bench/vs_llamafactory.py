@@ -59,6 +59,8 @@ def parse_args(argv):
     p.add_argument("--arm", action="append", choices=ARMS, help=f"repeatable (default: all, in order {ARMS})")
     p.add_argument("--out-dir", default=str(RESULTS))
     p.add_argument("--keep", help="keep the work folder (model, data, configs, run outputs) here")
+    p.add_argument("--profile", action="store_true", help="instead: one run per arm under torch.profiler "
+                   "(bench/train_profile.py) -> vs-llamafactory-profile-<N>thread.json")
     return p.parse_args(argv)
 
 
@@ -159,7 +161,7 @@ def dataset_info(folder: Path, train: Path, held: Path) -> None:
 
 # -------------------------------------------------------------------------------------------- runs ---
 
-def run_once(arm: str, threads: int, work: Path, lf_python: str, paths: dict, tag: str) -> dict:
+def run_once(arm: str, threads: int, work: Path, lf_python: str, paths: dict, tag: str, profile: bool = False) -> dict:
     import yaml
 
     out = work / "runs" / tag
@@ -177,7 +179,9 @@ def run_once(arm: str, threads: int, work: Path, lf_python: str, paths: dict, ta
            "DISABLE_VERSION_CHECK": "1", "WANDB_DISABLED": "true", "CUDA_VISIBLE_DEVICES": ""}
     load_before, rusage = os.getloadavg(), resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    proc = subprocess.run([python, str(ROOT / "bench" / "train_timer.py"), str(timer_out), module, str(cfg)],
+    profile_out = work / "configs" / f"{tag}.profile.json"
+    wrapper = ["train_profile.py", str(profile_out)] if profile else ["train_timer.py"]
+    proc = subprocess.run([python, str(ROOT / "bench" / wrapper[0]), *wrapper[1:], str(timer_out), module, str(cfg)],
                           cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -199,7 +203,8 @@ def run_once(arm: str, threads: int, work: Path, lf_python: str, paths: dict, ta
             "positions": timer["positions"], "supervised_tokens_fed": timer["supervised_tokens"],
             "process_wall_s": round(wall, 2),
             "process_cpu_s": round((after.ru_utime - rusage.ru_utime) + (after.ru_stime - rusage.ru_stime), 2),
-            "load_avg_before": load_before, "load_avg_after": os.getloadavg(), "adapter": str(adapter)}
+            "load_avg_before": load_before, "load_avg_after": os.getloadavg(), "adapter": str(adapter),
+            **({"profile": json.loads(profile_out.read_text(encoding="utf-8"))} if profile else {})}
 
 
 # --------------------------------------------------------------------------------------- eval loss ---
@@ -278,10 +283,16 @@ def summarize(runs: list[dict], supervised: int) -> dict:
     ratios = {}
     for name, (ours, theirs) in PAIRS.items():
         if ours in arms and theirs in arms:
+            # paired: the two runs of one repeat ran back to back, so they saw about the same load
+            paired = [theirs_run["train_runtime"] / ours_run["train_runtime"]
+                      for ours_run in runs if ours_run["arm"] == ours
+                      for theirs_run in runs if theirs_run["arm"] == theirs and theirs_run["repeat"] == ours_run["repeat"]]
             ratios[f"{ours}/{theirs}"] = {
                 "wall": round(arms[ours]["supervised_tokens_per_s"] / arms[theirs]["supervised_tokens_per_s"], 3),
                 "cpu_s": round(arms[ours]["supervised_tokens_per_cpu_s"] / arms[theirs]["supervised_tokens_per_cpu_s"], 3),
                 "process_wall": round(arms[theirs]["process_wall_s"] / arms[ours]["process_wall_s"], 3),
+                "paired_wall_median": round(statistics.median(paired), 3),
+                "paired_wall_range": [round(min(paired), 3), round(max(paired), 3)],
             }
     return {"arms": arms, "ratios": ratios}
 
@@ -329,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
         for repeat in range(args.repeats):
             for threads in threads_list:
                 for arm in arms:   # interleaved: load from other jobs falls on every arm alike
-                    record = run_once(arm, threads, work, args.lf_python, paths, f"{arm}-t{threads}-r{repeat}")
+                    record = run_once(arm, threads, work, args.lf_python, paths, f"{arm}-t{threads}-r{repeat}",
+                                      profile=args.profile)
                     record["eval_loss_common"] = round(scorer.loss(Path(record["adapter"])), 5)
                     record["repeat"] = repeat
                     runs.append(record)
@@ -346,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     for threads in threads_list:
         mine = [r for r in runs if r["threads"] == threads]
         summary = summarize(mine, supervised)
-        name = f"vs-llamafactory-{threads}thread"
+        name = f"vs-llamafactory-{'profile-' if args.profile else ''}{threads}thread"
         result = {
             "schema": "doctorkit-bench-vs-llamafactory/1",
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
