@@ -21,6 +21,12 @@ tokenizer, over the HF Trainer's `train_runtime` that each tool writes (both tra
 Also per CPU-second of the Trainer.train call, the tokens each side really fed as labels, its own eval loss,
 and a common eval loss: every trained adapter scored on the same 100 held-back dialogs with DoctorKit's masks.
 Writes bench/results/vs-llamafactory-<N>thread.json (+ .png) per thread count. Not part of the test suite.
+
+LLaMA-Factory's venv (kept apart from DoctorKit's): `python3.11 -m venv /work/lf/venv`, then `pip install
+torch==2.13.0` (the CPU wheel, the same torch as ours) and `pip install llamafactory==0.9.5`. Its requirements pull
+torchvision/torchaudio built for torch 2.14 (CUDA); no torchaudio exists for torch 2.13 in our registry, and
+LLaMA-Factory imports it at module level for audio inputs only, so that venv gets torch 2.13.0 back, no
+torchvision, and an empty `torchaudio` stub package (version '0.0.0+stub'). Text SFT never calls either.
 """
 from __future__ import annotations
 
@@ -98,7 +104,8 @@ def lf_versions(lf_python: str) -> dict:
     code = ("import json, platform, torch, transformers, peft, trl, accelerate, datasets, llamafactory; "
             "print(json.dumps({'llamafactory': llamafactory.__version__, 'python': platform.python_version(), "
             "'torch': torch.__version__, 'transformers': transformers.__version__, 'peft': peft.__version__, "
-            "'trl': trl.__version__, 'accelerate': accelerate.__version__, 'datasets': datasets.__version__}))")
+            "'trl': trl.__version__, 'accelerate': accelerate.__version__, 'datasets': datasets.__version__, "
+            "'torchaudio': __import__('torchaudio').__version__}))")  # '0.0.0+stub' in the venv the README describes
     proc = subprocess.run([lf_python, "-c", code], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     if proc.returncode != 0:
         raise DoctorKitError(f"--lf-python {lf_python}: cannot import llamafactory ({(proc.stderr.strip().splitlines() or ['?'])[-1]})")
