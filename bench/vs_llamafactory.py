@@ -34,7 +34,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import random
 import resource
 import shutil
 import statistics
@@ -44,6 +43,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.vs_llamafactory_job import (JOB, N_EVAL, N_TRAIN, SPLIT_SEED, CommonEval, count_supervised, dataset_info,
+                                      lf_config, our_recipe, save_tiny, split_data)
 from doctorkit.errors import DoctorKitError, cli_main
 
 ROOT = Path(__file__).parent.parent
@@ -51,9 +52,6 @@ RESULTS = Path(__file__).parent / "results"
 DEFAULT_DATA = "/work/shared/data/medical_sft_1k.sharegpt.jsonl"
 ARMS = ["ours-packed", "lf-neat-packing", "ours-grouped", "lf-default"]
 PAIRS = {"packed": ("ours-packed", "lf-neat-packing"), "unpacked": ("ours-grouped", "lf-default")}
-N_TRAIN, N_EVAL, SPLIT_SEED = 400, 100, 0
-JOB = {"max_seq_len": 512, "batch_size": 8, "grad_accum": 1, "lora_r": 32, "lora_alpha": 64, "lora_dropout": 0.05,
-       "learning_rate": 2e-4, "lr_scheduler": "cosine", "epochs": 1, "seed": 42, "logging_steps": 10}
 
 
 def parse_args(argv):
@@ -75,29 +73,9 @@ def parse_args(argv):
 def check_inputs(args) -> None:
     lf = Path(args.lf_python)
     if not (lf.is_file() and os.access(lf, os.X_OK)):
-        raise DoctorKitError(f"--lf-python {lf}: no such interpreter (make a venv with llamafactory, see README Performance)")
+        raise DoctorKitError(f"--lf-python {lf}: no such interpreter (a venv with llamafactory: see this file's docstring)")
     if not Path(args.data).is_file():
         raise DoctorKitError(f"--data {args.data}: not found; this benchmark needs real ShareGPT dialogs, skipped")
-
-
-def split_data(path: Path, folder: Path) -> tuple[Path, Path]:
-    """400 train + 100 eval dialogs, a seeded draw; written to the work folder only (never to the repository)."""
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if len(lines) < N_TRAIN + N_EVAL:
-        raise DoctorKitError(f"{path}: {len(lines)} dialogs, the benchmark needs {N_TRAIN + N_EVAL}")
-    random.Random(SPLIT_SEED).shuffle(lines)
-    train, held = folder / "train.jsonl", folder / "eval.jsonl"
-    train.write_text("\n".join(lines[:N_TRAIN]) + "\n", encoding="utf-8")
-    held.write_text("\n".join(lines[N_TRAIN:N_TRAIN + N_EVAL]) + "\n", encoding="utf-8")
-    return train, held
-
-
-def save_tiny(folder: Path) -> Path:
-    from doctorkit.builtin.tiny import build_tiny
-    model, tokenizer = build_tiny()
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def lf_versions(lf_python: str) -> dict:
@@ -106,9 +84,11 @@ def lf_versions(lf_python: str) -> dict:
             "'torch': torch.__version__, 'transformers': transformers.__version__, 'peft': peft.__version__, "
             "'trl': trl.__version__, 'accelerate': accelerate.__version__, 'datasets': datasets.__version__, "
             "'torchaudio': __import__('torchaudio').__version__}))")  # '0.0.0+stub' in the venv the README describes
-    proc = subprocess.run([lf_python, "-c", code], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([lf_python, "-c", code], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
-        raise DoctorKitError(f"--lf-python {lf_python}: cannot import llamafactory ({(proc.stderr.strip().splitlines() or ['?'])[-1]})")
+        last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        raise DoctorKitError(f"--lf-python {lf_python}: cannot import llamafactory ({last})")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -119,51 +99,6 @@ def our_versions() -> dict:
     return {"doctorkit": getattr(doctorkit, "__version__", "?"), "python": platform.python_version(),
             "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
             "trl": trl.__version__, "accelerate": accelerate.__version__, "datasets": datasets.__version__}
-
-
-# ----------------------------------------------------------------------------------------- configs ---
-
-def our_recipe(arm: str, model: Path, train: Path, held: Path, out: Path) -> dict:
-    return {
-        "model": str(model), "method": "lora", "output_dir": str(out), "seed": JOB["seed"], "dtype": "fp32",
-        "attn_implementation": "auto", "gradient_checkpointing": False,
-        "data": {"path": str(train), "val_path": str(held), "format": "sharegpt", "overlong": "truncate",
-                 "packing": arm == "ours-packed", "group_by_length": arm == "ours-grouped"},
-        "train": {"epochs": JOB["epochs"], "max_steps": -1, "max_seq_len": JOB["max_seq_len"],
-                  "batch_size": JOB["batch_size"], "grad_accum": JOB["grad_accum"],
-                  "learning_rate": JOB["learning_rate"], "lr_scheduler": JOB["lr_scheduler"], "warmup_ratio": 0.0,
-                  "optimizer": "adamw_torch", "logging_steps": JOB["logging_steps"], "save_steps": 10 ** 6},
-        "lora": {"r": JOB["lora_r"], "alpha": JOB["lora_alpha"], "dropout": JOB["lora_dropout"],
-                 "target_modules": "all-linear"},
-    }
-
-
-def lf_config(arm: str, model: Path, dataset_dir: Path, out: Path) -> dict:
-    return {
-        "model_name_or_path": str(model), "trust_remote_code": False,
-        "stage": "sft", "do_train": True, "do_eval": True, "finetuning_type": "lora",
-        "lora_rank": JOB["lora_r"], "lora_alpha": JOB["lora_alpha"], "lora_dropout": JOB["lora_dropout"],
-        "lora_target": "all",
-        "disable_gradient_checkpointing": True,  # LLaMA-Factory's default is on; DoctorKit's LoRA default is off
-        "dataset": "med_train", "eval_dataset": "med_eval", "dataset_dir": str(dataset_dir), "template": "chatml",
-        "cutoff_len": JOB["max_seq_len"], "overwrite_cache": True, "preprocessing_num_workers": None,
-        "packing": arm == "lf-neat-packing", "neat_packing": arm == "lf-neat-packing",
-        "output_dir": str(out), "logging_steps": JOB["logging_steps"], "save_strategy": "no", "plot_loss": False,
-        "overwrite_output_dir": True, "report_to": "none",
-        "per_device_train_batch_size": JOB["batch_size"], "per_device_eval_batch_size": JOB["batch_size"],
-        "gradient_accumulation_steps": JOB["grad_accum"], "learning_rate": JOB["learning_rate"],
-        "num_train_epochs": float(JOB["epochs"]), "lr_scheduler_type": JOB["lr_scheduler"], "warmup_steps": 0,
-        "optim": "adamw_torch", "weight_decay": 0.0, "max_grad_norm": 1.0,
-        "bf16": False, "fp16": False, "seed": JOB["seed"], "data_seed": JOB["seed"],
-        "eval_strategy": "no", "dataloader_num_workers": 0,
-    }
-
-
-def dataset_info(folder: Path, train: Path, held: Path) -> None:
-    entry = lambda f: {"file_name": str(f), "formatting": "sharegpt", "columns": {"messages": "conversations"},  # noqa: E731
-                       "tags": {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt"}}
-    (folder / "dataset_info.json").write_text(json.dumps({"med_train": entry(train), "med_eval": entry(held)}, indent=1),
-                                              encoding="utf-8")
 
 
 # -------------------------------------------------------------------------------------------- runs ---
@@ -212,61 +147,6 @@ def run_once(arm: str, threads: int, work: Path, lf_python: str, paths: dict, ta
             "process_cpu_s": round((after.ru_utime - rusage.ru_utime) + (after.ru_stime - rusage.ru_stime), 2),
             "load_avg_before": load_before, "load_avg_after": os.getloadavg(), "adapter": str(adapter),
             **({"profile": json.loads(profile_out.read_text(encoding="utf-8"))} if profile else {})}
-
-
-# --------------------------------------------------------------------------------------- eval loss ---
-
-class CommonEval:
-    """Every adapter scored on the same held-back tokens and masks (DoctorKit's), token-averaged: a check that
-    both tools trained the same thing, independent of how each one batches or packs its own evaluation."""
-
-    def __init__(self, model_dir: Path, held: Path, threads: int):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from doctorkit.data import prepare
-        from doctorkit.recipe import Recipe
-
-        torch.set_num_threads(threads)
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        recipe = Recipe.model_validate({"model": str(model_dir), "data": {"path": str(held), "val_path": str(held),
-                                        "format": "sharegpt"}, "train": {"max_seq_len": JOB["max_seq_len"]}})
-        self.rows = list(prepare(recipe, tokenizer).eval)
-        self.model_dir = model_dir
-        self.base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-
-    def loss(self, adapter: Path | None) -> float:
-        """Token-averaged loss of the base model with this adapter (None: the untrained base)."""
-        import copy
-
-        import torch
-        from peft import PeftModel
-
-        model = (PeftModel.from_pretrained(copy.deepcopy(self.base), adapter) if adapter else self.base).eval()
-        total, count = 0.0, 0
-        with torch.no_grad():
-            for row in self.rows:
-                ids = torch.tensor([row["input_ids"]])
-                labels = torch.tensor([row["labels"]])
-                logits = model(input_ids=ids).logits[0, :-1]
-                target = labels[0, 1:]
-                keep = target != -100
-                total += torch.nn.functional.cross_entropy(logits[keep], target[keep], reduction="sum").item()
-                count += int(keep.sum())
-        return total / count
-
-
-def count_supervised(model_dir: Path, train: Path) -> tuple[int, int]:
-    """(supervised tokens, all tokens) of the training set: DoctorKit's masks, the tiny tokenizer, 512 truncation."""
-    from transformers import AutoTokenizer
-
-    from doctorkit.data import prepare
-    from doctorkit.recipe import Recipe
-
-    recipe = Recipe.model_validate({"model": str(model_dir), "data": {"path": str(train), "format": "sharegpt"},
-                                    "train": {"max_seq_len": JOB["max_seq_len"]}})
-    report = prepare(recipe, AutoTokenizer.from_pretrained(model_dir)).report
-    return report.supervised_tokens, report.train_tokens
 
 
 # ----------------------------------------------------------------------------------------- summary ---
@@ -376,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
             "supervised_tokens": supervised, "train_tokens": tokens, "eval_loss_common_untrained": base_loss,
             "rate": "supervised_tokens / train_runtime (HF Trainer, read from each tool's output); per CPU-second: "
                     "supervised_tokens / process CPU seconds of Trainer.train (bench/train_timer.py)",
-            "load_avg": {"min": min(r["load_avg_before"][0] for r in mine), "max": max(r["load_avg_after"][0] for r in mine)},
+            "load_avg": {"min": min(r["load_avg_before"][0] for r in mine),
+                         "max": max(r["load_avg_after"][0] for r in mine)},
             "total_s": round(time.perf_counter() - started, 1),
             **summary,
             "runs": [{k: v for k, v in r.items() if k != "adapter"} for r in mine],
