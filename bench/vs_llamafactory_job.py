@@ -89,13 +89,14 @@ class CommonEval:
 
     def __init__(self, model_dir: Path, held: Path, threads: int):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
         from doctorkit.data import prepare
+        from doctorkit.model import load_tokenizer
         from doctorkit.recipe import Recipe
 
         torch.set_num_threads(threads)
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        tokenizer = load_tokenizer(model_dir)
         recipe = Recipe.model_validate({"model": str(model_dir), "data": {"path": str(held), "val_path": str(held),
                                         "format": "sharegpt"}, "train": {"max_seq_len": JOB["max_seq_len"]}})
         self.rows = list(prepare(recipe, tokenizer).eval)
@@ -125,12 +126,11 @@ class CommonEval:
 
 def count_supervised(model_dir: Path, train: Path) -> tuple[int, int]:
     """(supervised tokens, all tokens) of the training set: DoctorKit's masks, the tiny tokenizer, 512 truncation."""
-    from transformers import AutoTokenizer
-
     from doctorkit.data import prepare
+    from doctorkit.model import load_tokenizer
     from doctorkit.recipe import Recipe
 
     recipe = Recipe.model_validate({"model": str(model_dir), "data": {"path": str(train), "format": "sharegpt"},
                                     "train": {"max_seq_len": JOB["max_seq_len"]}})
-    report = prepare(recipe, AutoTokenizer.from_pretrained(model_dir)).report
+    report = prepare(recipe, load_tokenizer(model_dir)).report
     return report.supervised_tokens, report.train_tokens
