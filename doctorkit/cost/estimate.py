@@ -5,7 +5,7 @@ import dataclasses
 import math
 
 from doctorkit.cost.catalog import GPUS, PRICE_SOURCE, Gpu
-from doctorkit.cost.job import Job, job_from_recipe
+from doctorkit.cost.job import Job, job_from_recipe, trains_in_bf16
 from doctorkit.cost.memory import (OFFLOAD_STASH, breakdown, offloaded_bytes, paged_optimizer_bytes, peak_bytes,
                                    peak_figures, trainable_params)
 from doctorkit.cost.shapes import resolve_shape
@@ -100,7 +100,8 @@ def estimate(recipe, args) -> dict:
     lengths, how, measured = _data_tokens(recipe, args)
     # memory is set by the longest row: a packed row is full; otherwise the longest (truncated) sample
     seq = t.max_seq_len if (recipe.data.packing or not measured or not lengths) else min(t.max_seq_len, max(lengths))
-    job = job_from_recipe(recipe, shape, seq, bf16_gpu=args.gpu.bf16 if args.gpu else True)
+    bf16_gpu = args.gpu.bf16 if args.gpu else True
+    job = job_from_recipe(recipe, shape, seq, bf16_gpu=bf16_gpu)
     parts, transients = breakdown(job)
     peak = sum(parts.values())
 
@@ -141,8 +142,7 @@ def estimate(recipe, args) -> dict:
         fitting = [r for r in rows_out if r["fits"]]
         chosen = min(fitting, key=lambda r: (r["usd"], r["hours"])) if fitting else None
     memory_limit = chosen["memory_bytes"] if (args.gpu and chosen) else max(g.memory_bytes for g in GPUS)
-    bf16 = recipe.dtype == "bf16" or (recipe.dtype == "auto" and (args.gpu.bf16 if args.gpu else True))
-    advice = what_would_fit(job, memory_limit, bf16) if peak > memory_limit or (args.gpu and not chosen["fits"]) else []
+    advice = what_would_fit(job, memory_limit, trains_in_bf16(recipe, bf16_gpu)) if peak > memory_limit or (args.gpu and not chosen["fits"]) else []
 
     assumptions = [
         f"model shape from {shape_source}",

@@ -100,6 +100,11 @@ def lora_targets(target_modules, shape: Shape) -> tuple[str, ...]:
     return tuple(found)
 
 
+def trains_in_bf16(recipe, bf16_gpu: bool = True) -> bool:
+    """Whether the recipe trains in bf16 on a GPU that has it (dtype auto picks bf16 there, fp16 elsewhere)."""
+    return recipe.dtype == "bf16" or (recipe.dtype == "auto" and bf16_gpu)
+
+
 def job_from_recipe(recipe, shape: Shape, seq: int, bf16_gpu: bool = True) -> Job:
     from doctorkit.methods import DEFAULT_COST_TERMS, get_method, resolve_gradient_checkpointing
 
@@ -108,13 +113,12 @@ def job_from_recipe(recipe, shape: Shape, seq: int, bf16_gpu: bool = True) -> Jo
     own = method.cost_terms(recipe, shape)   # what the method reads from the recipe: weight bits, prefix, ...
     bits = own.get("weight_bits", 32 if recipe.dtype == "fp32" else 16)
     act_bytes = 4 if recipe.dtype == "fp32" else 2
-    bf16 = recipe.dtype == "bf16" or (recipe.dtype == "auto" and bf16_gpu)
+    bf16 = trains_in_bf16(recipe, bf16_gpu)
     checkpointing = resolve_gradient_checkpointing(recipe)   # the method's default when the recipe leaves it unset
     attention = "sdpa" if recipe.attn_implementation == "auto" else recipe.attn_implementation
     fields = dict(
         shape=shape, method=recipe.method, weight_bits=bits, act_bytes=act_bytes,
         batch=recipe.train.batch_size, seq=seq,
-        # prepare_model_for_kbit_training turns checkpointing on for quantized bases (issue 3: QLoRA has it on)
         checkpointing=checkpointing,
         attention=attention, optimizer=resolve_optimizer(recipe), double_quant=recipe.quantization.double_quant,
         lora_r=recipe.lora.r, lora_targets=lora_targets(recipe.lora.target_modules, shape),

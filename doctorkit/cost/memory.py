@@ -97,9 +97,10 @@ def layer_bytes_per_token(job: Job) -> float:
     - each LoRA module casts its input to the adapters' dtype (fp32) and keeps that copy for lora_A, or with dropout
       the dropout output plus a 1-byte mask (GPU kernel), and lora_B keeps lora_A's rank-r output: per module,
       since q, k and v (gate and up) each make their own copy;
-    - attention keeps q, k, v and its output (o_proj's input too, but for eager); K/V repeated to all heads unless flash_attention_2 (transformers
-      repeats them for eager, and for SDPA whenever there is a mask: padding, packed rows), and SDPA with a mask
-      keeps it as a float [seq x seq] per layer; eager keeps its fp32 softmax and 16-bit scores instead;
+    - attention keeps q, k, v and its output (o_proj's input too, but for eager); K/V repeated to all heads unless
+      flash_attention_2 (transformers repeats them for eager, and for SDPA whenever there is a mask: padding, packed
+      rows), and SDPA with a mask keeps it as a float [seq x seq] per layer; eager keeps its fp32 softmax and 16-bit
+      scores instead;
     - the gated MLP keeps the gate output (act-fn input), the act-fn output and the up output.
     """
     s, a, ad = job.shape, job.act_bytes, job.stack.adapter_bytes

@@ -52,7 +52,7 @@ def wrap(model, recipe):
 def set_adapter_dtype(peft_model, recipe):
     """lora.adapter_dtype: the trainable adapter weights in the compute dtype (bf16) when the recipe asks (compute)
     or leaves it to the run (auto, when it computes in bf16), as torchtune trains them: weights, gradients and AdamW
-    states at half the bytes, updates rounded to bf16 (loss: bench/results/lora-defaults-curves.json and
+    states at half the bytes, updates rounded to bf16 (loss: bench/results/lora-defaults-{qlora,lora}.json and
     adapter-dtype-curves.json). PEFT has no switch for this on 4-bit bases (autocast_adapter_dtype=False only skips
     its fp32 upcast of bf16 adapters, and on a bitsandbytes base they are made in fp32), hence the cast here.
     compute with fp16 is refused: the fp16 gradient scaler cannot unscale fp16 gradients."""
